@@ -1,0 +1,1 @@
+//! Filled by the netmodules issue: build.rs compiles the Mesos module.
