@@ -1,1 +1,8 @@
+//! calico-mesos: Calico IP-per-container networking for Apache Mesos.
+//!
+//! The binary has two faces. With no arguments it speaks the net-modules
+//! plugin protocol (one JSON request on stdin, one JSON answer on stdout);
+//! with a subcommand it is an operator tool. The library holds everything,
+//! so integration tests and benchmarks reach the same code.
 
+pub mod cli;
