@@ -1,0 +1,456 @@
+//! A small layer over `etcd-client` (v3 API): typed reads, atomic
+//! compare-and-swap writes, and the retry rules measured on this kind of
+//! machine (testing.md "Facts"):
+//! - the client balances over all endpoints but does not fail over by itself,
+//!   so a request that meets an unavailable endpoint is retried;
+//! - a write whose answer was lost may have committed, so after a failed
+//!   attempt the keys are re-read before the write is tried again.
+
+pub mod keys;
+pub mod model;
+
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::EtcdConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatastoreError {
+    #[error(
+        "etcd is unreachable (tried {endpoints}): {detail}. Check the etcd settings: \
+         ETCD_ENDPOINTS, or [etcd] endpoints and the TLS files in the config file"
+    )]
+    Unreachable { endpoints: String, detail: String },
+    #[error("etcd refused the request: {0}")]
+    Request(String),
+    #[error("etcd key {key} holds a document that cannot be parsed: {detail}")]
+    Corrupt { key: String, detail: String },
+    #[error("cannot set up the etcd client: {0}")]
+    Setup(String),
+}
+
+pub type Result<T> = std::result::Result<T, DatastoreError>;
+
+/// A value read from etcd with the revision a compare-and-swap needs.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub key: String,
+    pub value: T,
+    pub mod_revision: i64,
+}
+
+/// One precondition of an atomic write.
+#[derive(Debug, Clone)]
+enum Guard {
+    Absent(String),
+    Unchanged(String, i64),
+}
+
+/// An atomic multi-key write: every guard must hold, then every put and
+/// delete is applied in one etcd transaction, or nothing is.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    guards: Vec<Guard>,
+    puts: Vec<(String, Vec<u8>)>,
+    deletes: Vec<String>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates `key`; the batch fails if it exists.
+    pub fn create<T: Serialize>(&mut self, key: &str, value: &T) -> &mut Self {
+        self.guards.push(Guard::Absent(key.to_string()));
+        self.put(key, value)
+    }
+
+    /// Replaces `key` if it is still at `mod_revision`.
+    pub fn update<T: Serialize>(&mut self, key: &str, mod_revision: i64, value: &T) -> &mut Self {
+        self.guards
+            .push(Guard::Unchanged(key.to_string(), mod_revision));
+        self.put(key, value)
+    }
+
+    /// Creates `key` when `mod_revision` is None, else updates it.
+    pub fn upsert<T: Serialize>(
+        &mut self,
+        key: &str,
+        mod_revision: Option<i64>,
+        value: &T,
+    ) -> &mut Self {
+        match mod_revision {
+            Some(rev) => self.update(key, rev, value),
+            None => self.create(key, value),
+        }
+    }
+
+    /// Deletes `key` if it is still at `mod_revision`.
+    pub fn delete(&mut self, key: &str, mod_revision: i64) -> &mut Self {
+        self.guards
+            .push(Guard::Unchanged(key.to_string(), mod_revision));
+        self.deletes.push(key.to_string());
+        self
+    }
+
+    /// Deletes `key` whatever it holds (absent is fine).
+    pub fn put_delete(&mut self, key: &str) -> &mut Self {
+        self.deletes.push(key.to_string());
+        self
+    }
+
+    /// Writes `key` whatever it holds (libcalico-go's Apply).
+    pub fn put<T: Serialize>(&mut self, key: &str, value: &T) -> &mut Self {
+        let bytes = serde_json::to_vec(value).expect("datastore documents always serialize");
+        self.puts.push((key.to_string(), bytes));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+
+    /// How many etcd operations the batch needs (etcd caps a txn at 128).
+    pub fn len(&self) -> usize {
+        self.puts.len() + self.deletes.len()
+    }
+
+    fn to_txn(&self) -> Txn {
+        let compares: Vec<Compare> = self
+            .guards
+            .iter()
+            .map(|g| match g {
+                Guard::Absent(k) => Compare::version(k.as_str(), CompareOp::Equal, 0),
+                Guard::Unchanged(k, rev) => {
+                    Compare::mod_revision(k.as_str(), CompareOp::Equal, *rev)
+                }
+            })
+            .collect();
+        let mut ops: Vec<TxnOp> = self
+            .puts
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
+        ops.extend(self.deletes.iter().map(|k| TxnOp::delete(k.as_str(), None)));
+        Txn::new().when(compares).and_then(ops)
+    }
+}
+
+/// One read of a [`Datastore::read_batch`].
+#[derive(Debug, Clone)]
+pub enum Read {
+    Key(String),
+    Prefix(String),
+    /// Keys only, no values.
+    PrefixKeys(String),
+}
+
+/// An undecoded entry; `decode` turns it into a document.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+impl RawEntry {
+    fn from_kv(kv: &etcd_client::KeyValue) -> Self {
+        RawEntry {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<Versioned<T>> {
+        let value = serde_json::from_slice(&self.value).map_err(|e| DatastoreError::Corrupt {
+            key: self.key.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(Versioned {
+            key: self.key.clone(),
+            value,
+            mod_revision: self.mod_revision,
+        })
+    }
+}
+
+pub struct Datastore {
+    kv: KvClient,
+    endpoints: Vec<String>,
+}
+
+/// Attempts per request; each attempt may land on another endpoint.
+fn attempts_for(endpoints: usize) -> usize {
+    (endpoints * 2).clamp(3, 10)
+}
+
+fn is_retryable(err: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    // gRPC codes (tonic's `Code`, numbered as in the gRPC spec): an
+    // unreachable or leaderless endpoint answers one of these.
+    const UNKNOWN: i32 = 2;
+    const DEADLINE_EXCEEDED: i32 = 4;
+    const UNAVAILABLE: i32 = 14;
+    match err {
+        E::TransportError(_) | E::IoError(_) => true,
+        E::GRpcStatus(status) => matches!(
+            i32::from(status.code()),
+            UNAVAILABLE | DEADLINE_EXCEEDED | UNKNOWN
+        ),
+        _ => false,
+    }
+}
+
+fn describe(err: &etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => other.to_string(),
+    }
+}
+
+impl Datastore {
+    /// Builds the client. Nothing is contacted yet: errors surface on the
+    /// first request, where they are retried and reported.
+    pub async fn connect(cfg: &EtcdConfig) -> Result<Self> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let mut options = ConnectOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(timeout);
+        if let Some(tls) = tls_options(cfg)? {
+            options = options.with_tls(tls);
+        }
+        let client = Client::connect(&cfg.endpoints, Some(options))
+            .await
+            .map_err(|e| DatastoreError::Setup(describe(&e)))?;
+        Ok(Datastore {
+            kv: client.kv_client(),
+            endpoints: cfg.endpoints.clone(),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn unreachable(&self, err: &etcd_client::Error) -> DatastoreError {
+        DatastoreError::Unreachable {
+            endpoints: self.endpoints.join(", "),
+            detail: describe(err),
+        }
+    }
+
+    /// Runs `op` with the retry policy for reads and unconditional ops.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let attempts = attempts_for(self.endpoints.len());
+        let mut last = None;
+        for attempt in 0..attempts {
+            match op(self.kv.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_retryable(&e) => {
+                    tracing::debug!(attempt, error = %describe(&e), "etcd request failed, retrying");
+                    last = Some(e);
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(DatastoreError::Request(describe(&e))),
+            }
+        }
+        Err(self.unreachable(&last.expect("at least one attempt")))
+    }
+
+    /// The current etcd revision (the store's version; tests and
+    /// diagnostics use it).
+    pub async fn revision(&self) -> Result<i64> {
+        let resp = self
+            .call(|mut kv| async move {
+                kv.get("/calico/", Some(GetOptions::new().with_count_only()))
+                    .await
+            })
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
+        let resp = self
+            .call(|mut kv| async move { kv.get(key, None).await })
+            .await?;
+        resp.kvs().first().map(decode).transpose()
+    }
+
+    /// Reads several keys in one round trip.
+    pub async fn get_many<T: DeserializeOwned>(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Versioned<T>>>> {
+        let reads: Vec<Read> = keys.iter().cloned().map(Read::Key).collect();
+        self.read_batch(&reads)
+            .await?
+            .iter()
+            .map(|entries| entries.first().map(RawEntry::decode).transpose())
+            .collect()
+    }
+
+    /// Reads several keys and prefixes in one round trip (a txn of range
+    /// gets): the IPAM hot path needs pools, config, handle and affinities
+    /// together. Returns the raw entries per read, in order.
+    pub async fn read_batch(&self, reads: &[Read]) -> Result<Vec<Vec<RawEntry>>> {
+        let mut out = Vec::with_capacity(reads.len());
+        for chunk in reads.chunks(128) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|r| match r {
+                    Read::Key(k) => TxnOp::get(k.as_str(), None),
+                    Read::Prefix(p) => {
+                        TxnOp::get(p.as_str(), Some(GetOptions::new().with_prefix()))
+                    }
+                    Read::PrefixKeys(p) => TxnOp::get(
+                        p.as_str(),
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    ),
+                })
+                .collect();
+            let resp = self
+                .call(|mut kv| {
+                    let txn = Txn::new().and_then(ops.clone());
+                    async move { kv.txn(txn).await }
+                })
+                .await?;
+            for op in resp.op_responses() {
+                let TxnOpResponse::Get(get) = op else {
+                    return Err(DatastoreError::Request("unexpected txn answer".into()));
+                };
+                out.push(get.kvs().iter().map(RawEntry::from_kv).collect());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every document under `prefix` (which must end in `/`).
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Versioned<T>>> {
+        debug_assert!(prefix.ends_with('/'));
+        let resp = self
+            .call(
+                |mut kv| async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await },
+            )
+            .await?;
+        resp.kvs().iter().map(decode).collect()
+    }
+
+    /// The keys under `prefix`, without values (cheap over many blocks).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        debug_assert!(prefix.ends_with('/'));
+        let resp = self
+            .call(|mut kv| async move {
+                kv.get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await
+            })
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
+    }
+
+    /// Applies `batch` atomically. Ok(false): a guard failed (someone else
+    /// wrote first); the caller re-reads and tries again.
+    pub async fn commit(&self, batch: &WriteBatch) -> Result<bool> {
+        if batch.is_empty() && batch.guards.is_empty() {
+            return Ok(true);
+        }
+        let attempts = attempts_for(self.endpoints.len());
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 && self.already_applied(batch).await.unwrap_or(false) {
+                // The earlier attempt committed but its answer was lost.
+                return Ok(true);
+            }
+            let mut kv = self.kv.clone();
+            match kv.txn(batch.to_txn()).await {
+                Ok(resp) => return Ok(resp.succeeded()),
+                Err(e) if is_retryable(&e) => {
+                    tracing::debug!(attempt, error = %describe(&e), "etcd txn failed, retrying");
+                    last = Some(e);
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(DatastoreError::Request(describe(&e))),
+            }
+        }
+        Err(self.unreachable(&last.expect("at least one attempt")))
+    }
+
+    /// True when every put of `batch` is in etcd as written and every
+    /// deleted key is gone. Puts carry fresh sequence numbers or timestamps,
+    /// so a match means our own earlier attempt committed.
+    async fn already_applied(&self, batch: &WriteBatch) -> Result<bool> {
+        let mut kv = self.kv.clone();
+        for (key, value) in &batch.puts {
+            let resp = kv
+                .get(key.as_str(), None)
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+            if resp.kvs().first().map(|kv| kv.value()) != Some(value.as_slice()) {
+                return Ok(false);
+            }
+        }
+        for key in &batch.deletes {
+            let resp = kv
+                .get(key.as_str(), Some(GetOptions::new().with_count_only()))
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+            if resp.count() != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(!batch.puts.is_empty() || !batch.deletes.is_empty())
+    }
+}
+
+async fn backoff(attempt: usize) {
+    let ms = 20 * (attempt as u64 + 1) + fastrand::u64(0..20);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+fn decode<T: DeserializeOwned>(kv: &etcd_client::KeyValue) -> Result<Versioned<T>> {
+    RawEntry::from_kv(kv).decode()
+}
+
+fn tls_options(cfg: &EtcdConfig) -> Result<Option<TlsOptions>> {
+    let read = |path: &str| {
+        std::fs::read(path)
+            .map_err(|e| DatastoreError::Setup(format!("cannot read TLS file {path}: {e}")))
+    };
+    let mut tls = TlsOptions::new();
+    let mut used = false;
+    if let Some(ca) = &cfg.ca_cert_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        used = true;
+    }
+    match (&cfg.cert_file, &cfg.key_file) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            used = true;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(DatastoreError::Setup(
+                "etcd TLS needs both a certificate file and a key file".into(),
+            ))
+        }
+    }
+    Ok(used.then_some(tls))
+}
