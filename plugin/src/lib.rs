@@ -6,3 +6,10 @@
 //! so integration tests and benchmarks reach the same code.
 
 pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod datastore;
+pub mod ipam;
+pub mod logging;
+pub mod names;
+pub mod protocol;

@@ -1,18 +1,11 @@
-use calico_mesos::cli::{Cli, Command};
+use calico_mesos::cli::Cli;
 use clap::Parser;
 
 fn main() {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Man) => {
-            if let Err(e) = calico_mesos::cli::render_man_page(&mut std::io::stdout()) {
-                eprintln!("calico-mesos: {e}");
-                std::process::exit(1);
-            }
-        }
-        None => {
-            eprintln!("calico-mesos: protocol mode is not built yet");
-            std::process::exit(1);
-        }
+    // No arguments: the Mesos module is talking to us.
+    if std::env::args_os().len() == 1 {
+        std::process::exit(calico_mesos::commands::run_protocol_mode());
     }
+    let cli = Cli::parse();
+    std::process::exit(calico_mesos::cli::run(cli));
 }
