@@ -2,7 +2,6 @@
 //! a usage report. The plugin itself never invents a pool.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -249,9 +248,4 @@ fn usage_of(cidr: &IpNetwork, doc: &mut AllocationBlock) -> BlockUsage {
         in_use,
         free,
     }
-}
-
-/// Whether `ip` is a usable address of any pool (for operator messages).
-pub fn pool_of<'p>(pools: &'p [Pool], ip: IpAddr) -> Option<&'p Pool> {
-    pools.iter().find(|p| p.cidr.contains(ip))
 }

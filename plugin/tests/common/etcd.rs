@@ -1,0 +1,249 @@
+//! A real etcd server (Debian's etcd-server) on free loopback ports with a
+//! temporary data dir, one per test; killed and removed on drop, also when
+//! the test fails.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    peer_url: String,
+    child: Option<Child>,
+}
+
+pub struct Etcd {
+    pub members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+fn data_root() -> tempfile::TempDir {
+    // tmpfs: etcd 3.4 cannot skip fsync, and /dev/shm makes it cheap.
+    let shm = std::path::Path::new("/dev/shm");
+    let builder = tempfile::Builder::new()
+        .prefix("calico-mesos-etcd")
+        .to_owned();
+    if shm.is_dir() {
+        builder.tempdir_in(shm).expect("temp dir in /dev/shm")
+    } else {
+        builder.tempdir().expect("temp dir")
+    }
+}
+
+impl Etcd {
+    /// One server, ready to serve.
+    pub fn start() -> Etcd {
+        Self::cluster(1)
+    }
+
+    /// `n` members on loopback forming one cluster.
+    pub fn cluster(n: usize) -> Etcd {
+        let dir = data_root();
+        let id = format!(
+            "cmt{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("{id}-m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                child: None,
+            })
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect();
+        let (heartbeat, election) = if n == 1 { ("10", "100") } else { ("25", "250") };
+        for m in &mut members {
+            let child = Command::new("etcd")
+                .args(["--name", &m.name])
+                .arg("--data-dir")
+                .arg(dir.path().join(&m.name))
+                .args(["--listen-client-urls", &m.client_url])
+                .args(["--advertise-client-urls", &m.client_url])
+                .args(["--listen-peer-urls", &m.peer_url])
+                .args(["--initial-advertise-peer-urls", &m.peer_url])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-token", &id])
+                .args(["--heartbeat-interval", heartbeat])
+                .args(["--election-timeout", election])
+                .args(["--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd is installed (ci/setup installs etcd-server)");
+            m.child = Some(child);
+        }
+        let etcd = Etcd { members, _dir: dir };
+        etcd.wait_ready();
+        etcd
+    }
+
+    /// Waits until every member answers and is the server we started (a
+    /// health check alone could pass against someone else's etcd).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for m in &self.members {
+            loop {
+                let out = Command::new("etcdctl")
+                    .args(["--endpoints", &m.client_url, "--dial-timeout=1s"])
+                    .args(["member", "list", "-w", "simple"])
+                    .output()
+                    .expect("etcdctl is installed");
+                let listed = String::from_utf8_lossy(&out.stdout);
+                if out.status.success() && listed.contains(&m.name) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd member {} did not start",
+                    m.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The client URL of the first member.
+    pub fn endpoint(&self) -> &str {
+        &self.members[0].client_url
+    }
+
+    /// All client URLs, comma-separated (ETCD_ENDPOINTS form).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills member `i` (failover tests).
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills every member (etcd-down tests).
+    pub fn stop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+    }
+
+    fn live_endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .args(["--endpoints", &self.live_endpoints()])
+            .args(args)
+            .output()
+            .expect("etcdctl runs");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    pub fn put(&self, key: &str, value: &Value) {
+        self.etcdctl(&["put", key, &value.to_string()]);
+    }
+
+    pub fn put_raw(&self, key: &str, value: &str) {
+        self.etcdctl(&["put", key, value]);
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.etcdctl(&["del", key]);
+    }
+
+    /// The store's revision: unchanged means nothing was written.
+    pub fn revision(&self) -> i64 {
+        let out = self.etcdctl(&["get", "/", "-w", "json"]);
+        let v: Value = serde_json::from_str(&out).expect("etcdctl json");
+        v["header"]["revision"].as_i64().expect("revision")
+    }
+
+    /// Every key under `prefix` with its value parsed as JSON (raw string
+    /// when it is not JSON), read by etcdctl, not by the plugin's code.
+    pub fn dump(&self, prefix: &str) -> BTreeMap<String, Value> {
+        let out = self.etcdctl(&["get", "--prefix", prefix]);
+        let mut lines = out.lines();
+        let mut map = BTreeMap::new();
+        while let Some(key) = lines.next() {
+            let value = lines.next().unwrap_or("");
+            let parsed = serde_json::from_str(value).unwrap_or(Value::String(value.to_string()));
+            map.insert(key.to_string(), parsed);
+        }
+        map
+    }
+
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.dump(key).remove(key)
+    }
+
+    /// Writes ClusterInformation and a Node resource per name, the way
+    /// calico/node does when it starts.
+    pub fn seed_calico(&self, nodes: &[&str]) {
+        self.put(
+            "/calico/resources/v3/projectcalico.org/clusterinformations/default",
+            &serde_json::json!({
+                "kind": "ClusterInformation", "apiVersion": "projectcalico.org/v3",
+                "metadata": {"name": "default", "uid": "9e0d5b7c-1111-4c1a-8d0b-2e9d5b1f7c33",
+                             "creationTimestamp": "2026-01-09T09:00:00Z"},
+                "spec": {"clusterGUID": "5b0c7e1f2a3d4c5b8e9f0a1b2c3d4e5f", "clusterType": "bgp",
+                         "calicoVersion": "v3.32.1", "datastoreReady": true}
+            }),
+        );
+        for (i, node) in nodes.iter().enumerate() {
+            self.seed_node(node, &format!("172.31.0.{}", i + 10));
+        }
+    }
+
+    pub fn seed_node(&self, node: &str, ipv4: &str) {
+        self.put(
+            &format!("/calico/resources/v3/projectcalico.org/nodes/{node}"),
+            &serde_json::json!({
+                "kind": "Node", "apiVersion": "projectcalico.org/v3",
+                "metadata": {"name": node, "uid": "c2b1aaaa-0000-4000-8000-000000000001",
+                             "creationTimestamp": "2026-01-09T09:00:00Z"},
+                "spec": {"bgp": {"ipv4Address": format!("{ipv4}/24")}},
+                "status": {}
+            }),
+        );
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,10 @@
+//! Shared test harness: a real etcd per test, the plugin binary, and the
+//! Calico documents calico/node would have written.
+#![allow(dead_code)]
+
+pub mod consistency;
+pub mod etcd;
+pub mod plugin;
+
+pub use etcd::Etcd;
+pub use plugin::Plugin;

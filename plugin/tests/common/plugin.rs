@@ -1,0 +1,153 @@
+//! Runs the real `calico-mesos` binary against a test etcd.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use super::Etcd;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_calico-mesos");
+
+/// The plugin as one agent host runs it: its node name, its etcd, its
+/// config and log file in a temp dir.
+pub struct Plugin {
+    pub node: String,
+    pub endpoints: String,
+    pub dir: tempfile::TempDir,
+    pub extra_env: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: i32,
+    pub json: Value,
+    pub stderr: String,
+}
+
+impl Reply {
+    pub fn error(&self) -> Option<&str> {
+        self.json["error"].as_str()
+    }
+
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.status, 0, "plugin failed: {self:?}");
+        assert!(
+            self.json["error"].is_null(),
+            "plugin answered an error: {self:?}"
+        );
+        self
+    }
+
+    pub fn ips(&self, family: &str) -> Vec<String> {
+        self.json[family]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|v| v.as_str().expect("address string").to_string())
+            .collect()
+    }
+}
+
+impl Plugin {
+    pub fn new(etcd: &Etcd, node: &str) -> Plugin {
+        Self::with_endpoints(&etcd.endpoints(), node)
+    }
+
+    pub fn with_endpoints(endpoints: &str, node: &str) -> Plugin {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("calico-mesos.toml"), "# test config\n").unwrap();
+        Plugin {
+            node: node.to_string(),
+            endpoints: endpoints.to_string(),
+            dir,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("calico-mesos.log")
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("calico-mesos.toml")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ETCD_ENDPOINTS", &self.endpoints)
+            .env("NODENAME", &self.node)
+            .env("CALICO_MESOS_CONFIG", self.config_file())
+            .env("CALICO_MESOS_LOG_FILE", self.log_file());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Protocol mode: `input` on stdin, the JSON answer parsed.
+    pub fn raw(&self, input: &[u8]) -> Reply {
+        let mut child = self
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("plugin starts");
+        // The plugin may stop reading early (oversized input): ignore EPIPE.
+        let _ = child.stdin.take().unwrap().write_all(input);
+        let out = child.wait_with_output().expect("plugin runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}): {stdout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        Reply {
+            status: out.status.code().unwrap_or(-1),
+            json,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn request(&self, req: &Value) -> Reply {
+        self.raw(req.to_string().as_bytes())
+    }
+
+    pub fn allocate(&self, uid: &str, v4: u32, v6: u32) -> Reply {
+        self.request(&serde_json::json!({"command": "allocate", "args": {
+            "hostname": self.node, "uid": uid, "num_ipv4": v4, "num_ipv6": v6}}))
+    }
+
+    pub fn reserve(&self, uid: &str, v4: &[&str], v6: &[&str]) -> Reply {
+        self.request(&serde_json::json!({"command": "reserve", "args": {
+            "hostname": self.node, "uid": uid, "ipv4_addrs": v4, "ipv6_addrs": v6}}))
+    }
+
+    pub fn release_uid(&self, uid: &str) -> Reply {
+        self.request(&serde_json::json!({"command": "release", "args": {"uid": uid}}))
+    }
+
+    pub fn release_ips(&self, ips: &[&str]) -> Reply {
+        self.request(&serde_json::json!({"command": "release", "args": {"ips": ips}}))
+    }
+
+    /// An operator subcommand.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("plugin runs")
+    }
+
+    /// `calico-mesos pool add`, asserted to succeed.
+    pub fn add_pool(&self, cidr: &str, block_size: u8) {
+        let out = self.cli(&["pool", "add", cidr, "--block-size", &block_size.to_string()]);
+        assert!(
+            out.status.success(),
+            "pool add {cidr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
