@@ -1,0 +1,139 @@
+//! Whole-process timings of the plugin against a real etcd, beside the
+//! reference costs measured in the same run (one `etcdctl put` process, a
+//! no-op start of the binary). Run with `cargo bench -p calico-mesos`.
+//! It prints a table; it asserts nothing about time.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Etcd, Plugin};
+
+const RUNS: usize = 40;
+
+struct Row {
+    what: String,
+    samples: Vec<Duration>,
+}
+
+impl Row {
+    fn stat(&self, q: f64) -> Duration {
+        let mut s = self.samples.clone();
+        s.sort();
+        s[((s.len() - 1) as f64 * q).round() as usize]
+    }
+}
+
+fn time<F: FnMut(usize)>(what: &str, runs: usize, mut f: F) -> Row {
+    let samples = (0..runs)
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed()
+        })
+        .collect();
+    Row {
+        what: what.to_string(),
+        samples,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn print(rows: &[Row]) {
+    println!(
+        "{:<44} {:>5} {:>11} {:>11}",
+        "operation", "runs", "median", "p95"
+    );
+    for r in rows {
+        println!(
+            "{:<44} {:>5} {:>11} {:>11}",
+            r.what,
+            r.samples.len(),
+            ms(r.stat(0.5)),
+            ms(r.stat(0.95))
+        );
+    }
+}
+
+/// Fills the node's pool up to `target` addresses in use.
+fn fill_to(p: &Plugin, in_use: &mut usize, target: usize) {
+    let mut batch = 0;
+    while *in_use < target {
+        let n = (target - *in_use).min(16);
+        p.allocate(&format!("fill-{target}-{batch}"), n as u32, 0)
+            .ok();
+        *in_use += n;
+        batch += 1;
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would too: only
+    // run for real under cargo bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let etcd = Etcd::start();
+    etcd.seed_calico(&["bench-1"]);
+    let p = Plugin::new(&etcd, "bench-1");
+    p.add_pool("198.18.0.0/22", 26); // 1024 addresses, 16 blocks
+
+    let mut rows = vec![
+        time("reference: one `etcdctl put` process", RUNS, |i| {
+            let ok = Command::new("etcdctl")
+                .args([
+                    "--endpoints",
+                    etcd.endpoint(),
+                    "put",
+                    &format!("/bench/{i}"),
+                    "x",
+                ])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok);
+        }),
+        time("reference: `calico-mesos --version`", RUNS, |_| {
+            assert!(p.cli(&["--version"]).status.success());
+        }),
+        time("allocate 1 IPv4 (empty pool)", RUNS, |i| {
+            p.allocate(&format!("a{i}"), 1, 0).ok();
+        }),
+        time("release by uid", RUNS, |i| {
+            p.release_uid(&format!("a{i}")).ok();
+        }),
+    ];
+
+    let pool_size = 1024;
+    let mut in_use = 0;
+    for pct in [10, 90] {
+        fill_to(&p, &mut in_use, pool_size * pct / 100);
+        let mut got = Vec::with_capacity(RUNS);
+        rows.push(time(
+            &format!("allocate 1 IPv4 at {pct} % pool fill"),
+            RUNS,
+            |i| {
+                got.push(
+                    p.allocate(&format!("f{pct}-{i}"), 1, 0)
+                        .ok()
+                        .ips("ipv4")
+                        .remove(0),
+                );
+            },
+        ));
+        rows.push(time(
+            &format!("release by ips at {pct} % pool fill"),
+            RUNS,
+            |i| {
+                p.release_ips(&[got[i].as_str()]).ok();
+            },
+        ));
+    }
+    print(&rows);
+}
