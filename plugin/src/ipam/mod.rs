@@ -168,8 +168,9 @@ impl<'a> Ipam<'a> {
     }
 
     /// Checks that Calico is ready for this node (ClusterInformation and
-    /// the Node resource), as the CNI plugin does before any work.
-    pub async fn check_ready(&self) -> Result<()> {
+    /// the Node resource), as the CNI plugin does before any work, and
+    /// returns the Node.
+    pub async fn check_ready(&self) -> Result<Node> {
         let r = self
             .ds
             .read_batch(&[
@@ -177,7 +178,7 @@ impl<'a> Ipam<'a> {
                 Read::Key(keys::node(self.node)),
             ])
             .await?;
-        check_ready(&r[0], &r[1], self.node).map(|_| ())
+        check_ready(&r[0], &r[1], self.node).map(|n| n.value)
     }
 
     /// Picks `num_v4` + `num_v6` free addresses for `handle_id`, plus the
