@@ -6,7 +6,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::datastore::Datastore;
+use crate::datastore::{keys, Datastore};
+use crate::endpoint::{self, WorkloadEndpoint};
 use crate::ipam::admin::{self, NewPool};
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,9 @@ pub enum Command {
     /// Inspect Calico IPAM state.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// Inspect the Calico endpoints of Mesos containers.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Print the manual page (roff) to stdout.
     #[command(hide = true)]
     Man,
@@ -75,6 +79,18 @@ pub struct PoolAddArgs {
 pub enum IpamCommand {
     /// Show pools, blocks, their host affinity and how many addresses are used.
     Show(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// List the endpoints of Mesos containers.
+    List {
+        /// Only the endpoints of this node.
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        format: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +144,9 @@ fn with_datastore(cmd: Command) -> anyhow::Result<()> {
         match cmd {
             Command::Pool(p) => pool(&ds, p).await,
             Command::Ipam(IpamCommand::Show(f)) => ipam_show(&ds, f.json).await,
+            Command::Endpoint(EndpointCommand::List { node, format }) => {
+                endpoint_list(&ds, node.as_deref(), format.json).await
+            }
             Command::Man => unreachable!("handled without a datastore"),
         }
     })
@@ -240,4 +259,48 @@ fn yes_no(b: bool) -> &'static str {
     } else {
         "no"
     }
+}
+
+async fn endpoint_list(ds: &Datastore, node: Option<&str>, as_json: bool) -> anyhow::Result<()> {
+    let endpoints: Vec<WorkloadEndpoint> = ds
+        .list::<WorkloadEndpoint>(&keys::workload_endpoints_prefix(endpoint::NAMESPACE))
+        .await?
+        .into_iter()
+        .map(|v| v.value)
+        .filter(|ep| ep.spec.orchestrator == endpoint::ORCHESTRATOR)
+        .filter(|ep| node.is_none_or(|n| ep.spec.node == n))
+        .collect();
+    if as_json {
+        let list: Vec<_> = endpoints
+            .iter()
+            .map(|ep| {
+                json!({
+                    "name": ep.metadata.name,
+                    "node": ep.spec.node,
+                    "container_id": ep.spec.container_id,
+                    "interface": ep.spec.interface_name,
+                    "mac": ep.spec.mac,
+                    "ip_networks": ep.spec.ip_networks,
+                    "profiles": ep.spec.profiles,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<38} {:<16} {:<34} PROFILES",
+        "NODE", "CONTAINER", "INTERFACE", "ADDRESSES"
+    );
+    for ep in &endpoints {
+        println!(
+            "{:<16} {:<38} {:<16} {:<34} {}",
+            ep.spec.node,
+            ep.spec.container_id,
+            ep.spec.interface_name,
+            ep.spec.ip_networks.join(","),
+            ep.spec.profiles.join(",")
+        );
+    }
+    Ok(())
 }

@@ -181,3 +181,44 @@ fn every_subcommand_has_help_and_version_works() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("etcd is unreachable"), "{err}");
 }
+
+#[test]
+fn endpoint_list_filters_by_node_and_orchestrator() {
+    let etcd = Etcd::start();
+    let p = Plugin::new(&etcd, "agent-1");
+    let wep = |node: &str, cid: &str, orchestrator: &str| {
+        let name = format!(
+            "{}-{orchestrator}-{}-eth0",
+            node.replace('-', "--"),
+            cid.replace('-', "--")
+        );
+        etcd.put(
+            &format!("/calico/resources/v3/projectcalico.org/workloadendpoints/default/{name}"),
+            &serde_json::json!({
+                "kind": "WorkloadEndpoint", "apiVersion": "projectcalico.org/v3",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"orchestrator": orchestrator, "workload": cid, "node": node, "containerID": cid,
+                         "endpoint": "eth0", "ipNetworks": ["198.18.0.7/32"], "profiles": ["mesos.host.x"],
+                         "interfaceName": "cali0123456789a", "mac": "aa:bb:cc:dd:ee:ff"}
+            }),
+        );
+    };
+    wep("agent-1", "c-1", "mesos");
+    wep("agent-2", "c-2", "mesos");
+    wep("agent-1", "k", "k8s");
+
+    let (code, out, err) = run(&p, &["endpoint", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let all: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "only mesos endpoints: {out}"
+    );
+    let (_, out, _) = run(&p, &["endpoint", "list", "--node", "agent-2", "--json"]);
+    let one: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(one[0]["container_id"], "c-2");
+    assert_eq!(one[0]["ip_networks"][0], "198.18.0.7/32");
+    let (_, text, _) = run(&p, &["endpoint", "list", "--node", "agent-1"]);
+    assert!(text.contains("c-1") && !text.contains("c-2"), "{text}");
+}
