@@ -328,3 +328,49 @@ fn failover_to_the_surviving_members() {
     }
     assert_eq!(check_ipam(&etcd).len(), 11);
 }
+
+#[test]
+fn etcd_over_tls_with_client_certificates() {
+    let etcd = Etcd::start_tls();
+    etcd.seed_calico(&[NODE]);
+    let tls = etcd.tls.clone().unwrap();
+    let mut plugin = Plugin::new(&etcd, NODE);
+    assert!(plugin.endpoints.starts_with("https://"));
+
+    plugin
+        .extra_env
+        .push(("ETCD_CA_CERT_FILE".into(), tls.ca.clone()));
+    plugin
+        .extra_env
+        .push(("ETCD_CERT_FILE".into(), tls.cert.clone()));
+    plugin
+        .extra_env
+        .push(("ETCD_KEY_FILE".into(), tls.key.clone()));
+    plugin.add_pool("198.18.0.0/24", 26);
+    plugin.allocate("tls", 1, 0).ok();
+
+    // Without the client certificate the server refuses us, and the
+    // error points at the etcd settings.
+    let mut no_cert = Plugin::new(&etcd, NODE);
+    no_cert
+        .extra_env
+        .push(("ETCD_CA_CERT_FILE".into(), tls.ca.clone()));
+    let r = no_cert.allocate("no-cert", 1, 0);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.error().unwrap().contains("Check the etcd settings"),
+        "{r:?}"
+    );
+    // Only one of certificate and key is a configuration error.
+    no_cert
+        .extra_env
+        .push(("ETCD_CERT_FILE".into(), tls.cert.clone()));
+    let r = no_cert.allocate("half", 1, 0);
+    assert!(
+        r.error()
+            .unwrap()
+            .contains("needs both a certificate file and a key file"),
+        "{r:?}"
+    );
+    assert_eq!(check_ipam(&etcd).len(), 1);
+}

@@ -196,6 +196,8 @@ fn is_retryable(err: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
     // gRPC codes (tonic's `Code`, numbered as in the gRPC spec): an
     // unreachable or leaderless endpoint answers one of these.
+    // A TLS handshake the server rejects surfaces as CANCELLED.
+    const CANCELLED: i32 = 1;
     const UNKNOWN: i32 = 2;
     const DEADLINE_EXCEEDED: i32 = 4;
     const UNAVAILABLE: i32 = 14;
@@ -203,17 +205,28 @@ fn is_retryable(err: &etcd_client::Error) -> bool {
         E::TransportError(_) | E::IoError(_) => true,
         E::GRpcStatus(status) => matches!(
             i32::from(status.code()),
-            UNAVAILABLE | DEADLINE_EXCEEDED | UNKNOWN
+            UNAVAILABLE | DEADLINE_EXCEEDED | UNKNOWN | CANCELLED
         ),
         _ => false,
     }
 }
 
+/// The error with its causes (a TLS failure hides in the source chain).
 fn describe(err: &etcd_client::Error) -> String {
-    match err {
+    let mut text = match err {
         etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
         other => other.to_string(),
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
     }
+    text
 }
 
 impl Datastore {

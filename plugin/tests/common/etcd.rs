@@ -21,7 +21,115 @@ pub struct Member {
 
 pub struct Etcd {
     pub members: Vec<Member>,
+    /// Client TLS files when the cluster serves https.
+    pub tls: Option<TlsFiles>,
     _dir: tempfile::TempDir,
+}
+
+/// A test CA with a server and a client certificate for 127.0.0.1.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    server_cert: String,
+    server_key: String,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is installed (ci/setup installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TlsFiles {
+    /// Generates the CA and certificates with the openssl CLI.
+    pub fn generate(dir: &std::path::Path) -> TlsFiles {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            dir,
+            &[
+                &[
+                    "req",
+                    "-x509",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=calico-mesos-test-ca",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                ][..],
+                &ec,
+            ]
+            .concat(),
+        );
+        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            std::fs::write(
+                dir.join(format!("{name}.ext")),
+                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nkeyUsage=digitalSignature\n"),
+            )
+            .unwrap();
+            openssl(
+                dir,
+                &[
+                    &[
+                        "req",
+                        "-subj",
+                        &format!("/CN={name}"),
+                        "-keyout",
+                        &format!("{name}.key"),
+                        "-out",
+                        &format!("{name}.csr"),
+                    ][..],
+                    &ec,
+                ]
+                .concat(),
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-days",
+                    "1",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                    "-out",
+                    &format!("{name}.pem"),
+                ],
+            );
+        }
+        let path = |f: &str| dir.join(f).display().to_string();
+        TlsFiles {
+            ca: path("ca.pem"),
+            cert: path("client.pem"),
+            key: path("client.key"),
+            server_cert: path("server.pem"),
+            server_key: path("server.key"),
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -52,7 +160,18 @@ impl Etcd {
 
     /// `n` members on loopback forming one cluster.
     pub fn cluster(n: usize) -> Etcd {
+        Self::launch(n, false)
+    }
+
+    /// One server that serves https only and requires client certificates.
+    pub fn start_tls() -> Etcd {
+        Self::launch(1, true)
+    }
+
+    fn launch(n: usize, with_tls: bool) -> Etcd {
         let dir = data_root();
+        let tls = with_tls.then(|| TlsFiles::generate(dir.path()));
+        let scheme = if with_tls { "https" } else { "http" };
         let id = format!(
             "cmt{}-{}",
             std::process::id(),
@@ -61,7 +180,7 @@ impl Etcd {
         let mut members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("{id}-m{i}"),
-                client_url: format!("http://127.0.0.1:{}", free_port()),
+                client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
                 peer_url: format!("http://127.0.0.1:{}", free_port()),
                 child: None,
             })
@@ -72,7 +191,12 @@ impl Etcd {
             .collect();
         let (heartbeat, election) = if n == 1 { ("10", "100") } else { ("25", "250") };
         for m in &mut members {
-            let child = Command::new("etcd")
+            let mut cmd = Command::new("etcd");
+            if let Some(t) = &tls {
+                cmd.args(["--cert-file", &t.server_cert, "--key-file", &t.server_key])
+                    .args(["--trusted-ca-file", &t.ca, "--client-cert-auth"]);
+            }
+            let child = cmd
                 .args(["--name", &m.name])
                 .arg("--data-dir")
                 .arg(dir.path().join(&m.name))
@@ -91,7 +215,11 @@ impl Etcd {
                 .expect("etcd is installed (ci/setup installs etcd-server)");
             m.child = Some(child);
         }
-        let etcd = Etcd { members, _dir: dir };
+        let etcd = Etcd {
+            members,
+            tls,
+            _dir: dir,
+        };
         etcd.wait_ready();
         etcd
     }
@@ -102,8 +230,9 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         for m in &self.members {
             loop {
-                let out = Command::new("etcdctl")
-                    .args(["--endpoints", &m.client_url, "--dial-timeout=1s"])
+                let out = self
+                    .etcdctl_command(&m.client_url)
+                    .arg("--dial-timeout=1s")
                     .args(["member", "list", "-w", "simple"])
                     .output()
                     .expect("etcdctl is installed");
@@ -159,9 +288,18 @@ impl Etcd {
             .join(",")
     }
 
+    fn etcdctl_command(&self, endpoints: &str) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.args(["--endpoints", endpoints]);
+        if let Some(t) = &self.tls {
+            cmd.args(["--cacert", &t.ca, "--cert", &t.cert, "--key", &t.key]);
+        }
+        cmd
+    }
+
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
-            .args(["--endpoints", &self.live_endpoints()])
+        let out = self
+            .etcdctl_command(&self.live_endpoints())
             .args(args)
             .output()
             .expect("etcdctl runs");
