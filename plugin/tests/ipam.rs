@@ -374,3 +374,32 @@ fn etcd_over_tls_with_client_certificates() {
     );
     assert_eq!(check_ipam(&etcd).len(), 1);
 }
+
+#[test]
+fn blocks_without_changes_are_not_rewritten() {
+    let (etcd, plugin) = setup(&[("198.18.0.0/24", 30)]);
+    let full = plugin.allocate("a", 4, 0);
+    full.ok();
+    let other = plugin.allocate("b", 1, 0);
+    other.ok();
+    let b_ip: IpAddr = other.ips("ipv4")[0].parse().unwrap();
+    let b_block = format!(
+        "{}/30",
+        ipnetwork::IpNetwork::new(b_ip, 30).unwrap().network()
+    );
+    // A free address in b's block, and a used one in a's block.
+    let free_in_b = match b_ip {
+        IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) ^ 1).to_string(),
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let seq_before = etcd.get(&block_key(&b_block)).unwrap()["sequenceNumber"].as_u64();
+    plugin
+        .release_ips(&[full.ips("ipv4")[0].as_str(), free_in_b.as_str()])
+        .ok();
+    let seq_after = etcd.get(&block_key(&b_block)).unwrap()["sequenceNumber"].as_u64();
+    assert_eq!(
+        seq_before, seq_after,
+        "a block with nothing to release was rewritten"
+    );
+    assert_eq!(check_ipam(&etcd).len(), 4);
+}

@@ -248,7 +248,10 @@ impl<'a> Ipam<'a> {
             }
             let mut view = BlockView::new(block).ok_or_else(|| corrupt_block(cidr))?;
             match view.assign(*ip, attr) {
-                Ok(()) => plan.count_handle(cidr, 1),
+                Ok(()) => {
+                    plan.mark_changed(cidr);
+                    plan.count_handle(cidr, 1);
+                }
                 Err(AssignError::InUse) => return Err(IpamError::InUse(*ip)),
                 Err(AssignError::OutsideBlock) => return Err(corrupt_block(cidr)),
             }
@@ -351,7 +354,10 @@ impl<'a> Ipam<'a> {
         let block = plan.block_mut(cidr);
         let mut view = BlockView::new(block).ok_or_else(|| corrupt_block(cidr))?;
         let ips = view.assign_next(n, attr, |ip| snap.is_reserved(ip));
-        plan.count_handle(cidr, ips.len() as u64);
+        if !ips.is_empty() {
+            plan.mark_changed(cidr);
+            plan.count_handle(cidr, ips.len() as u64);
+        }
         Ok(ips)
     }
 
@@ -424,8 +430,11 @@ impl<'a> Ipam<'a> {
                 }
                 let mut view =
                     BlockView::new(plan.block_mut(cidr)).ok_or_else(|| corrupt_block(cidr))?;
-                freed += view.release_handle(handle_id);
-                plan.mark_changed(cidr);
+                let n = view.release_handle(handle_id);
+                if n > 0 {
+                    freed += n;
+                    plan.mark_changed(cidr);
+                }
             }
             plan.drop_handle();
             if self.ds.commit(&plan.into_batch()).await? {
@@ -480,13 +489,16 @@ impl<'a> Ipam<'a> {
                 }
                 let mut view =
                     BlockView::new(plan.block_mut(cidr)).ok_or_else(|| corrupt_block(cidr))?;
-                for (handle, count) in view.release(block_ips) {
+                let released = view.release(block_ips);
+                if !released.is_empty() {
+                    plan.mark_changed(cidr);
+                }
+                for (handle, count) in released {
                     freed += count;
                     if let Some(h) = handle {
                         *per_handle.entry(h).or_default().entry(*cidr).or_default() += count;
                     }
                 }
-                plan.mark_changed(cidr);
             }
             if freed == 0 {
                 return Ok(0);

@@ -29,8 +29,9 @@ pub struct Plan {
     handle_id: String,
     now_ns: u64,
     blocks: BTreeMap<IpNetwork, PlannedBlock>,
-    /// Affinities to create (or, for a stale one of ours, to rewrite).
-    claims: Vec<(IpNetwork, Option<i64>)>,
+    /// Affinities to create; `true` marks a stale one of ours (its block
+    /// vanished) that is rewritten instead.
+    claims: Vec<(IpNetwork, bool)>,
     /// Handles to write, by id. `handle_id`'s own is here too.
     handles: BTreeMap<String, PlannedHandle>,
     /// Handles to delete, with their revision.
@@ -94,11 +95,14 @@ impl Plan {
         self.blocks.contains_key(cidr)
     }
 
-    /// A loaded block, marked as changed (callers take it to modify it).
+    /// A loaded block. Whoever changes it calls `mark_changed`: only
+    /// changed blocks are written.
     pub fn block_mut(&mut self, cidr: &IpNetwork) -> &mut AllocationBlock {
-        let b = self.blocks.get_mut(cidr).expect("block loaded before use");
-        b.changed = true;
-        &mut b.doc
+        &mut self
+            .blocks
+            .get_mut(cidr)
+            .expect("block loaded before use")
+            .doc
     }
 
     pub fn mark_changed(&mut self, cidr: &IpNetwork) {
@@ -142,7 +146,7 @@ impl Plan {
         let stale = affinities[usize::from(cidr.is_ipv6())]
             .iter()
             .any(|(c, _)| *c == cidr);
-        self.claims.push((cidr, stale.then_some(-1)));
+        self.claims.push((cidr, stale));
     }
 
     /// Records `n` more addresses of `cidr` under the plan's handle.
@@ -236,12 +240,12 @@ impl Plan {
         }
         for (cidr, stale) in &self.claims {
             let key = keys::block_affinity(&self.node, cidr);
-            match stale {
-                None => batch.create(&key, &BlockAffinity::confirmed()),
-                // The stale key's revision is unknown here; the block's
-                // absence guard already serialises this claim.
-                Some(_) => batch.put(&key, &BlockAffinity::confirmed()),
-            };
+            if *stale {
+                // The block's absence guard already serialises this claim.
+                batch.put(&key, &BlockAffinity::confirmed());
+            } else {
+                batch.create(&key, &BlockAffinity::confirmed());
+            }
         }
         for (id, h) in self.handles {
             if h.doc.block.is_empty() {
