@@ -1,0 +1,360 @@
+//! The container dataplane over netlink (calico-datastore.md §2.1 steps
+//! 5–14, §2.4): a veth pair whose container end `eth0` is created directly
+//! in the container's network namespace, /32 and /128 addresses, routes via
+//! 169.254.1.1 (IPv6: the host end's link-local address), the host-side
+//! sysctls and host routes Felix would otherwise add a moment later.
+//!
+//! `setup` is all-or-nothing: once the pair exists, any failure deletes it
+//! (which removes both ends and every route through them).
+
+mod links;
+mod netns;
+mod routes;
+mod sysctl;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use rtnetlink::Handle;
+use sha1::{Digest, Sha1};
+
+pub use netns::Netns;
+
+/// Felix's interface prefix (`FELIX_INTERFACEPREFIX` default).
+pub const HOST_PREFIX: &str = "cali";
+pub const CONTAINER_IFNAME: &str = "eth0";
+/// Every host end has this MAC; Felix programs static ARP to the container MAC.
+pub const HOST_MAC: [u8; 6] = [0xee; 6];
+/// The container's IPv4 gateway, answered by proxy ARP on the host end.
+pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+pub const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "cannot enter the network namespace of pid {pid} (has the container exited?): {detail}"
+    )]
+    NoNamespace { pid: u32, detail: String },
+    #[error("interface {0} already exists on this host; it is not ours, so it was left alone")]
+    LinkExists(String),
+    #[error("address {ip} is already routed via interface {owner}")]
+    AddressRouted { ip: IpAddr, owner: String },
+    #[error("address {ip} is already routed via another interface (index {owner:?})")]
+    RouteTaken { ip: IpAddr, owner: Option<u32> },
+    #[error("{what}: {detail}")]
+    Netlink { what: String, detail: String },
+    #[error("cannot set {key}: {detail}")]
+    Sysctl { key: String, detail: String },
+    #[error("the host end {0} got no IPv6 link-local address")]
+    NoLinkLocal(String),
+    #[error("dataplane: {0}")]
+    Internal(String),
+}
+
+impl DataplaneError {
+    fn netlink(what: String, e: rtnetlink::Error) -> Self {
+        let detail = match &e {
+            rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+            other => other.to_string(),
+        };
+        DataplaneError::Netlink { what, detail }
+    }
+}
+
+/// The errno of a netlink error answer.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+/// What isolate asks of the kernel.
+#[derive(Debug, Clone)]
+pub struct ContainerNetwork {
+    pub container_id: String,
+    pub pid: u32,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    pub mtu: u32,
+}
+
+impl ContainerNetwork {
+    fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
+    }
+}
+
+/// The plumbed pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plumbed {
+    pub host_ifname: String,
+    /// The container end's MAC, `aa:bb:cc:dd:ee:ff` (for the endpoint).
+    pub container_mac: String,
+}
+
+/// An existing host end and the host routes through it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostVeth {
+    pub index: u32,
+    pub routes: Vec<IpAddr>,
+}
+
+/// `cali` + the first 11 hex digits of SHA-1(`default.<container_id>`):
+/// Calico's k8s formula for (namespace, workload), 15 characters,
+/// computable at cleanup from the container id alone.
+pub fn host_veth_name(container_id: &str) -> String {
+    let digest = Sha1::digest(format!("default.{container_id}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{HOST_PREFIX}{}", &hex[..11])
+}
+
+/// The MTU: configured, else the file Felix writes, else 1500.
+pub fn resolve_mtu(configured: Option<u32>, mtu_file: &Path) -> u32 {
+    configured
+        .or_else(|| {
+            std::fs::read_to_string(mtu_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .filter(|m| (576..=65535).contains(m))
+        })
+        .unwrap_or(DEFAULT_MTU)
+}
+
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Plumbs the container. Runs in the host's network namespace, inside a
+/// tokio runtime.
+pub async fn setup(net: &ContainerNetwork) -> Result<Plumbed, DataplaneError> {
+    let host = netns::host_netlink()?;
+    let container = Netns::of_pid(net.pid)?;
+    let host_ifname = host_veth_name(&net.container_id);
+
+    // Refuse before creating anything.
+    if links::index_of(&host, &host_ifname).await?.is_some() {
+        return Err(DataplaneError::LinkExists(host_ifname));
+    }
+    for ip in net.ips() {
+        if let Some(owner) = routes::route_owner(&host, ip).await? {
+            return Err(DataplaneError::AddressRouted {
+                ip,
+                owner: link_name(&host, owner).await,
+            });
+        }
+    }
+
+    links::create_veth(
+        &host,
+        &host_ifname,
+        HOST_MAC,
+        CONTAINER_IFNAME,
+        net.mtu,
+        &container,
+    )
+    .await?;
+    match configure(&host, &container, &host_ifname, net).await {
+        Ok(container_mac) => Ok(Plumbed {
+            host_ifname,
+            container_mac,
+        }),
+        Err(e) => {
+            if let Err(undo) = teardown(&host_ifname).await {
+                tracing::error!("cannot remove {host_ifname} after a failed setup: {undo}");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn link_name(handle: &Handle, index: u32) -> String {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let msg = handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_next()
+        .await;
+    if let Ok(Some(msg)) = msg {
+        for a in msg.attributes {
+            if let LinkAttribute::IfName(n) = a {
+                return n;
+            }
+        }
+    }
+    format!("#{index}")
+}
+
+/// Everything after the pair exists; the caller deletes the pair on error.
+async fn configure(
+    host: &Handle,
+    container: &Netns,
+    host_ifname: &str,
+    net: &ContainerNetwork,
+) -> Result<String, DataplaneError> {
+    let host_index = links::index_of(host, host_ifname)
+        .await?
+        .ok_or_else(|| DataplaneError::Internal(format!("{host_ifname} vanished")))?;
+    let inside = container.netlink()?;
+    let eth0 = links::index_of(&inside, CONTAINER_IFNAME)
+        .await?
+        .ok_or_else(|| DataplaneError::Internal("eth0 was not created in the container".into()))?;
+    let has_v6 = !net.ipv6.is_empty();
+
+    if has_v6 {
+        container.run(|| {
+            for scope in ["all", "default", "lo"] {
+                sysctl::set(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "0")?;
+            }
+            sysctl::set(&format!("net.ipv6.conf.{CONTAINER_IFNAME}.accept_dad"), "0")
+        })?;
+    }
+    configure_host_sysctls(host_ifname, has_v6)?;
+
+    links::set_up(host, host_index).await?;
+    ensure_host_mac(host, host_index).await?;
+    links::set_up(&inside, eth0).await?;
+    if let Some(lo) = links::index_of(&inside, "lo").await? {
+        links::set_up(&inside, lo).await?;
+    }
+
+    for ip in net.ips() {
+        routes::add_address(&inside, eth0, ip).await?;
+    }
+    if !net.ipv4.is_empty() {
+        routes::add_v4_gateway_routes(&inside, eth0, GATEWAY_V4).await?;
+    }
+    if has_v6 {
+        let ll = host_link_local(host, host_index, host_ifname).await?;
+        routes::add_v6_default_route(&inside, eth0, ll).await?;
+    }
+    container.run(|| {
+        sysctl::set("net.ipv4.ip_forward", "0")?;
+        if has_v6 {
+            sysctl::set("net.ipv6.conf.all.forwarding", "0")?;
+        }
+        Ok(())
+    })?;
+
+    for ip in net.ips() {
+        routes::add_host_route(host, host_index, ip).await?;
+    }
+    Ok(format_mac(links::mac_of(&inside, eth0).await?))
+}
+
+/// Host-side sysctls of the veth (the CNI plugin's `configureSysctls`).
+fn configure_host_sysctls(iface: &str, has_v6: bool) -> Result<(), DataplaneError> {
+    sysctl::set(&format!("net.ipv4.conf.{iface}.route_localnet"), "1")?;
+    // Without it the first packet to the container waits up to a second.
+    sysctl::set_or_warn(&format!("net.ipv4.neigh.{iface}.proxy_delay"), "0");
+    sysctl::set(&format!("net.ipv4.conf.{iface}.proxy_arp"), "1")?;
+    sysctl::set(&format!("net.ipv4.conf.{iface}.forwarding"), "1")?;
+    if has_v6 {
+        sysctl::set(&format!("net.ipv6.conf.{iface}.accept_dad"), "0")?;
+        sysctl::set(&format!("net.ipv6.conf.{iface}.disable_ipv6"), "0")?;
+        sysctl::set(&format!("net.ipv6.conf.{iface}.proxy_ndp"), "1")?;
+        sysctl::set(&format!("net.ipv6.conf.{iface}.forwarding"), "1")?;
+    }
+    sysctl::set_or_warn(&format!("net.ipv6.conf.{iface}.accept_ra"), "0");
+    Ok(())
+}
+
+/// The kernel sometimes ignores the MAC given at creation: re-read and set
+/// again, as the CNI plugin does.
+async fn ensure_host_mac(host: &Handle, index: u32) -> Result<(), DataplaneError> {
+    for _ in 0..50 {
+        if links::mac_of(host, index).await? == HOST_MAC {
+            return Ok(());
+        }
+        links::set_mac(host, index, HOST_MAC).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(DataplaneError::Internal(format!(
+        "the host end {index} keeps refusing MAC {}",
+        format_mac(HOST_MAC)
+    )))
+}
+
+/// Waits (10 × 50 ms, then once more after a down/up) for the host end's
+/// link-local address, the container's IPv6 gateway.
+async fn host_link_local(
+    host: &Handle,
+    index: u32,
+    name: &str,
+) -> Result<Ipv6Addr, DataplaneError> {
+    for round in 0..2 {
+        for _ in 0..10 {
+            if let Some(ll) = routes::link_local_v6(host, index).await? {
+                return Ok(ll);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if round == 0 {
+            links::set_down(host, index).await?;
+            links::set_up(host, index).await?;
+        }
+    }
+    Err(DataplaneError::NoLinkLocal(name.to_string()))
+}
+
+/// Removes the host end (and with it the container end and every route
+/// through them). Ok(false): it did not exist.
+pub async fn teardown(host_ifname: &str) -> Result<bool, DataplaneError> {
+    let host = netns::host_netlink()?;
+    match links::index_of(&host, host_ifname).await? {
+        Some(index) => {
+            links::delete(&host, index).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// The host end, if it exists, with the host routes through it.
+pub async fn inspect(host_ifname: &str) -> Result<Option<HostVeth>, DataplaneError> {
+    let host = netns::host_netlink()?;
+    let Some(index) = links::index_of(&host, host_ifname).await? else {
+        return Ok(None);
+    };
+    Ok(Some(HostVeth {
+        index,
+        routes: routes::routes_via(&host, index).await?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_are_deterministic_and_fit_ifnamsiz() {
+        let name = host_veth_name("ba11f1de-fc4d-46fd-9f15-424f4ef05a3a");
+        assert_eq!(name.len(), 15);
+        assert!(name.starts_with("cali"));
+        assert!(name[4..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(name, host_veth_name("ba11f1de-fc4d-46fd-9f15-424f4ef05a3a"));
+        assert_ne!(name, host_veth_name("other"));
+    }
+
+    #[test]
+    fn mtu_comes_from_config_then_file_then_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("mtu");
+        assert_eq!(resolve_mtu(None, &f), 1500);
+        std::fs::write(&f, "1440\n").unwrap();
+        assert_eq!(resolve_mtu(None, &f), 1440);
+        assert_eq!(resolve_mtu(Some(9000), &f), 9000);
+        std::fs::write(&f, "junk").unwrap();
+        assert_eq!(resolve_mtu(None, &f), 1500);
+    }
+}

@@ -1,0 +1,88 @@
+//! Safe entry into a container's network namespace.
+//!
+//! `setns` moves only the calling thread, and a netlink socket or a
+//! `/proc/sys/net` file belongs to the namespace of the thread that opened
+//! it. So every namespace switch happens on a short-lived dedicated thread:
+//! the runtime's threads never leave the host namespace.
+
+use std::fs::File;
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+use std::path::PathBuf;
+
+use nix::sched::{setns, CloneFlags};
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
+use rtnetlink::Handle;
+
+use super::DataplaneError;
+
+/// An open handle on the network namespace of a process.
+pub struct Netns {
+    pub pid: u32,
+    file: File,
+}
+
+impl Netns {
+    /// Opens `/proc/<pid>/ns/net`; a process that is gone is a clear error.
+    pub fn of_pid(pid: u32) -> Result<Netns, DataplaneError> {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let file = File::open(&path).map_err(|e| DataplaneError::NoNamespace {
+            pid,
+            detail: e.to_string(),
+        })?;
+        Ok(Netns { pid, file })
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, and waits
+    /// for it. The thread ends with `f`, so the switch never leaks.
+    pub fn run<T, F>(&self, f: F) -> Result<T, DataplaneError>
+    where
+        T: Send,
+        F: FnOnce() -> Result<T, DataplaneError> + Send,
+    {
+        let fd = self.file.as_fd();
+        let pid = self.pid;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                        DataplaneError::NoNamespace {
+                            pid,
+                            detail: format!("setns: {e}"),
+                        }
+                    })?;
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(DataplaneError::Internal("namespace thread panicked".into()))
+                })
+        })
+    }
+
+    /// A netlink handle whose socket lives in this namespace. Must be called
+    /// inside the tokio runtime, which drives the connection.
+    pub fn netlink(&self) -> Result<Handle, DataplaneError> {
+        let fd = self.run(|| {
+            Socket::new(NETLINK_ROUTE)
+                .map(|s| s.into_raw_fd())
+                .map_err(|e| DataplaneError::Internal(format!("netlink socket: {e}")))
+        })?;
+        // SAFETY: `fd` is a netlink socket we just created and own.
+        let socket = unsafe { TokioSocket::from_raw_fd(fd) };
+        let (connection, handle, _) = rtnetlink::from_socket(socket);
+        tokio::spawn(connection);
+        Ok(handle)
+    }
+
+    pub fn raw_file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// A netlink handle in the namespace the plugin runs in (the agent host's).
+pub fn host_netlink() -> Result<Handle, DataplaneError> {
+    let (connection, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| DataplaneError::Internal(format!("netlink socket: {e}")))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}

@@ -1,0 +1,198 @@
+//! Addresses and routes over netlink.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::{errno, DataplaneError};
+
+const EEXIST: i32 = 17;
+
+fn prefix_len(ip: &IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// Adds `ip` as a /32 (/128) to the link.
+pub async fn add_address(handle: &Handle, index: u32, ip: IpAddr) -> Result<(), DataplaneError> {
+    handle
+        .address()
+        .add(index, ip, prefix_len(&ip))
+        .execute()
+        .await
+        .map_err(|e| DataplaneError::netlink(format!("add address {ip}"), e))
+}
+
+async fn add_route(handle: &Handle, route: RouteMessage, what: &str) -> Result<(), DataplaneError> {
+    handle
+        .route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(|e| DataplaneError::netlink(format!("add route {what}"), e))
+}
+
+/// `169.254.1.1/32 dev <index> scope link` then `default via 169.254.1.1`:
+/// the host end answers ARP for the gateway by proxy ARP.
+pub async fn add_v4_gateway_routes(
+    handle: &Handle,
+    index: u32,
+    gateway: Ipv4Addr,
+) -> Result<(), DataplaneError> {
+    let link_route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(gateway, 32)
+        .output_interface(index)
+        .scope(RouteScope::Link)
+        .build();
+    add_route(handle, link_route, &format!("{gateway}/32")).await?;
+    let default = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+        .gateway(gateway)
+        .output_interface(index)
+        .build();
+    add_route(handle, default, "default (IPv4)").await
+}
+
+/// `::/0 via <host end's link-local> dev <index>`.
+pub async fn add_v6_default_route(
+    handle: &Handle,
+    index: u32,
+    gateway: Ipv6Addr,
+) -> Result<(), DataplaneError> {
+    let default = RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+        .gateway(gateway)
+        .output_interface(index)
+        .build();
+    add_route(handle, default, "default (IPv6)").await
+}
+
+/// The link-local IPv6 address of the link, once the kernel has made it.
+pub async fn link_local_v6(
+    handle: &Handle,
+    index: u32,
+) -> Result<Option<Ipv6Addr>, DataplaneError> {
+    let mut addrs = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = addrs
+        .try_next()
+        .await
+        .map_err(|e| DataplaneError::netlink("read addresses".into(), e))?
+    {
+        if msg.header.scope != AddressScope::Link {
+            continue;
+        }
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(IpAddr::V6(a)) = attr {
+                return Ok(Some(*a));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Single-address routes of the main table: (destination, output link).
+async fn host_routes(handle: &Handle, v6: bool) -> Result<Vec<(IpAddr, u32)>, DataplaneError> {
+    let query = if v6 {
+        RouteMessageBuilder::<Ipv6Addr>::new().build()
+    } else {
+        RouteMessageBuilder::<Ipv4Addr>::new().build()
+    };
+    let mut routes = handle.route().get(query).execute();
+    let mut out = Vec::new();
+    while let Some(msg) = routes
+        .try_next()
+        .await
+        .map_err(|e| DataplaneError::netlink("read routes".into(), e))?
+    {
+        let full = if v6 { 128 } else { 32 };
+        if msg.header.destination_prefix_length != full
+            || table_of(&msg) != RouteHeader::RT_TABLE_MAIN as u32
+        {
+            continue;
+        }
+        let mut dest = None;
+        let mut oif = None;
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(a)) => dest = Some(IpAddr::V4(*a)),
+                RouteAttribute::Destination(RouteAddress::Inet6(a)) => dest = Some(IpAddr::V6(*a)),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        if let (Some(d), Some(i)) = (dest, oif) {
+            out.push((d, i));
+        }
+    }
+    Ok(out)
+}
+
+fn table_of(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(msg.header.table as u32)
+}
+
+/// The link a host route to `ip` already uses, if any.
+pub async fn route_owner(handle: &Handle, ip: IpAddr) -> Result<Option<u32>, DataplaneError> {
+    Ok(host_routes(handle, ip.is_ipv6())
+        .await?
+        .into_iter()
+        .find(|(d, _)| *d == ip)
+        .map(|(_, i)| i))
+}
+
+/// The /32 and /128 routes that point at link `index`.
+pub async fn routes_via(handle: &Handle, index: u32) -> Result<Vec<IpAddr>, DataplaneError> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        out.extend(
+            host_routes(handle, v6)
+                .await?
+                .into_iter()
+                .filter(|(_, i)| *i == index)
+                .map(|(d, _)| d),
+        );
+    }
+    Ok(out)
+}
+
+/// `<ip>/32 (/128) dev <index> scope link` in the host's main table.
+/// Already there on the same link (Felix was quicker) is success.
+pub async fn add_host_route(handle: &Handle, index: u32, ip: IpAddr) -> Result<(), DataplaneError> {
+    let route = match ip {
+        IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(a, 32)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .build(),
+        IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(a, 128)
+            .output_interface(index)
+            .build(),
+    };
+    match handle.route().add(route).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(EEXIST) => match route_owner(handle, ip).await? {
+            Some(owner) if owner == index => Ok(()),
+            owner => Err(DataplaneError::RouteTaken { ip, owner }),
+        },
+        Err(e) => Err(DataplaneError::netlink(format!("add host route {ip}"), e)),
+    }
+}

@@ -1,0 +1,24 @@
+//! `/proc/sys/net` writes. They apply to the namespace of the thread that
+//! opens the file: host-side ones run on the plugin's own thread (the host
+//! namespace), container-side ones inside `Netns::run`.
+
+use std::path::Path;
+
+use super::DataplaneError;
+
+/// Sets `key` (dotted form, e.g. `net.ipv4.conf.cali1.proxy_arp`).
+pub fn set(key: &str, value: &str) -> Result<(), DataplaneError> {
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| DataplaneError::Sysctl {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// Like `set`, but a failure is only logged (settings Felix also fixes,
+/// or that old kernels lack).
+pub fn set_or_warn(key: &str, value: &str) {
+    if let Err(e) = set(key, value) {
+        tracing::warn!("{e}");
+    }
+}
