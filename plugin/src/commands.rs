@@ -8,6 +8,7 @@ use crate::datastore::Datastore;
 use crate::ipam::{handle_for_uid, Ipam};
 use crate::logging;
 use crate::protocol::{parse_request, ReleaseArgs, Request, Response, MAX_REQUEST_BYTES};
+use crate::workload;
 
 /// Runs one request end to end and returns the process exit status.
 pub fn run_protocol_mode() -> i32 {
@@ -113,8 +114,13 @@ async fn execute_inner(config: &Config, request: Request) -> anyhow::Result<Resp
             tracing::info!(freed, "released by address");
             Response::Ok
         }
-        Request::Isolate(_) | Request::Cleanup(_) => {
-            anyhow::bail!("isolate and cleanup are not available in this build")
+        Request::Isolate(args) => {
+            workload::isolate(config, &ds, &args).await?;
+            Response::Ok
+        }
+        Request::Cleanup(args) => {
+            workload::cleanup(config, &ds, &args).await?;
+            Response::Ok
         }
     })
 }

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dataplane;
 pub mod datastore;
 pub mod endpoint;
 pub mod ipam;
@@ -15,3 +16,4 @@ pub mod logging;
 pub mod names;
 pub mod profiles;
 pub mod protocol;
+pub mod workload;
