@@ -4,6 +4,7 @@
 
 pub mod consistency;
 pub mod etcd;
+pub mod netns;
 pub mod plugin;
 
 pub use etcd::Etcd;

@@ -17,6 +17,8 @@ pub struct Plugin {
     pub endpoints: String,
     pub dir: tempfile::TempDir,
     pub extra_env: Vec<(String, String)>,
+    /// Run inside this network namespace (a simulated host).
+    pub netns_pid: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,7 @@ impl Plugin {
             endpoints: endpoints.to_string(),
             dir,
             extra_env: Vec::new(),
+            netns_pid: None,
         }
     }
 
@@ -74,8 +77,22 @@ impl Plugin {
         self.dir.path().join("calico-mesos.toml")
     }
 
+    /// Runs the plugin inside the simulated host `pid`, as the agent there
+    /// would (`nsenter -n calico-mesos`).
+    pub fn on_host(mut self, pid: u32) -> Plugin {
+        self.netns_pid = Some(pid);
+        self
+    }
+
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.netns_pid {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &pid.to_string(), "-n", "--", BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("ETCD_ENDPOINTS", &self.endpoints)
