@@ -9,6 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::netns::{can_run, SimHost};
 use common::{Etcd, Plugin};
 
 const RUNS: usize = 40;
@@ -135,5 +136,33 @@ fn main() {
             },
         ));
     }
+    if can_run() {
+        rows.extend(dataplane_rows(&etcd));
+    }
     print(&rows);
+}
+
+/// isolate and cleanup inside a simulated host (needs root).
+fn dataplane_rows(etcd: &Etcd) -> Vec<Row> {
+    let mut host = SimHost::new();
+    host.reach_etcd(&etcd.endpoints());
+    let p = Plugin::new(etcd, "bench-1").on_host(host.ns.pid);
+    let mut prepared = Vec::with_capacity(RUNS);
+    for i in 0..RUNS {
+        let cid = format!("bench-{i}");
+        let v4 = p.allocate(&cid, 1, 0).ok().ips("ipv4");
+        prepared.push((cid, host.container(), v4));
+    }
+    let isolate = time("isolate (veth, routes, endpoint)", RUNS, |i| {
+        let (cid, ctr, v4) = &prepared[i];
+        p.request(&serde_json::json!({"command": "isolate", "args": {
+            "hostname": "bench-1", "container_id": cid, "pid": ctr.pid, "ipv4_addrs": v4, "netgroups": ["bench"]}}))
+            .ok();
+    });
+    let cleanup = time("cleanup (veth, endpoint, addresses)", RUNS, |i| {
+        p.request(&serde_json::json!({"command": "cleanup", "args": {
+            "hostname": "bench-1", "container_id": prepared[i].0}}))
+            .ok();
+    });
+    vec![isolate, cleanup]
 }
