@@ -1,0 +1,155 @@
+#include "container_store.hpp"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <map>
+
+#include "json.hpp"
+
+namespace calico_mesos {
+
+namespace {
+
+Json string_array(const std::vector<std::string>& v) {
+  std::vector<Json> items;
+  for (size_t i = 0; i < v.size(); ++i) items.push_back(Json::string(v[i]));
+  return Json::array(items);
+}
+
+bool read_strings(const Json& v, std::vector<std::string>* out) {
+  if (v.is_null()) return true;
+  if (v.type() != Json::ARRAY) return false;
+  for (size_t i = 0; i < v.items().size(); ++i) {
+    if (v.items()[i].type() != Json::STRING) return false;
+    out->push_back(v.items()[i].as_string());
+  }
+  return true;
+}
+
+// Container ids become file names: only the characters Mesos uses.
+bool safe_name(const std::string& id) {
+  if (id.empty() || id.size() > 200 || id[0] == '.') return false;
+  for (size_t i = 0; i < id.size(); ++i) {
+    char c = id[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string ContainerRecord::to_json() const {
+  std::map<std::string, Json> m;
+  m["container_id"] = Json::string(container_id);
+  m["executor_id"] = Json::string(executor_id);
+  m["framework_id"] = Json::string(framework_id);
+  m["ipv4"] = string_array(ipv4);
+  m["ipv6"] = string_array(ipv6);
+  m["netgroups"] = string_array(netgroups);
+  std::map<std::string, Json> l;
+  for (Labels::const_iterator it = labels.begin(); it != labels.end(); ++it) {
+    l[it->first] = Json::string(it->second);
+  }
+  m["labels"] = Json::object(l);
+  return Json::object(m).dump();
+}
+
+bool ContainerRecord::from_json(const std::string& text, ContainerRecord* out, std::string* error) {
+  Json j;
+  if (!parse_json(text, &j, error)) return false;
+  if (j.type() != Json::OBJECT || j["container_id"].type() != Json::STRING) {
+    *error = "not a container record";
+    return false;
+  }
+  ContainerRecord r;
+  r.container_id = j["container_id"].as_string();
+  r.executor_id = j["executor_id"].as_string();
+  r.framework_id = j["framework_id"].as_string();
+  if (!read_strings(j["ipv4"], &r.ipv4) || !read_strings(j["ipv6"], &r.ipv6) ||
+      !read_strings(j["netgroups"], &r.netgroups)) {
+    *error = "bad address or netgroup list";
+    return false;
+  }
+  const std::map<std::string, Json>& labels = j["labels"].members();
+  for (std::map<std::string, Json>::const_iterator it = labels.begin(); it != labels.end(); ++it) {
+    r.labels[it->first] = it->second.as_string();
+  }
+  *out = r;
+  return true;
+}
+
+bool ContainerStore::prepare(std::string* error) const {
+  std::string partial;
+  for (size_t i = 0; i <= dir_.size(); ++i) {
+    if (i == dir_.size() || (dir_[i] == '/' && i > 0)) {
+      partial = dir_.substr(0, i);
+      if (mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) {
+        *error = "cannot create " + partial + ": " + strerror(errno);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+std::string ContainerStore::path_of(const std::string& container_id) const {
+  return dir_ + "/" + container_id + ".json";
+}
+
+bool ContainerStore::save(const ContainerRecord& record, std::string* error) const {
+  if (!safe_name(record.container_id)) {
+    *error = "container id '" + record.container_id + "' cannot be a file name";
+    return false;
+  }
+  // Write then rename, so a crash never leaves half a record.
+  std::string path = path_of(record.container_id);
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp.c_str(), std::ios::trunc);
+    f << record.to_json();
+    if (!f.good()) {
+      *error = "cannot write " + tmp;
+      return false;
+    }
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    *error = "cannot rename " + tmp + ": " + strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+bool ContainerStore::remove(const std::string& container_id) const {
+  return safe_name(container_id) && ::remove(path_of(container_id).c_str()) == 0;
+}
+
+std::vector<ContainerRecord> ContainerStore::load_all(std::vector<std::string>* problems) const {
+  std::vector<ContainerRecord> out;
+  DIR* d = opendir(dir_.c_str());
+  if (d == NULL) return out;
+  for (struct dirent* e = readdir(d); e != NULL; e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() < 6 || name.compare(name.size() - 5, 5, ".json") != 0) continue;
+    std::ifstream f((dir_ + "/" + name).c_str());
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    ContainerRecord r;
+    std::string error;
+    if (ContainerRecord::from_json(text, &r, &error)) {
+      out.push_back(r);
+    } else {
+      problems->push_back(name + ": " + error);
+    }
+  }
+  closedir(d);
+  return out;
+}
+
+}  // namespace calico_mesos

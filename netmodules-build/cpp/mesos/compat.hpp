@@ -1,0 +1,89 @@
+// Everything that differs between the Mesos versions we build for, in one
+// place. NETMODULES_MESOS_MINOR comes from build.rs, which read it from the
+// installed mesos/version.hpp; the static_assert checks the two agree.
+#ifndef CALICO_MESOS_COMPAT_HPP
+#define CALICO_MESOS_COMPAT_HPP
+
+#include <string>
+#include <vector>
+
+#include <mesos/mesos.hpp>
+#include <mesos/version.hpp>
+
+#ifndef NETMODULES_MESOS_MINOR
+#error "NETMODULES_MESOS_MINOR must be set by the build (netmodules-build/build.rs)"
+#endif
+
+namespace calico_mesos {
+namespace compat {
+
+constexpr int digits(const char* s, int acc) {
+  return (*s >= '0' && *s <= '9') ? digits(s + 1, acc * 10 + (*s - '0')) : acc;
+}
+constexpr int minor_of(const char* s) { return *s == '.' ? digits(s + 1, 0) : minor_of(s + 1); }
+static_assert(minor_of(MESOS_VERSION) == NETMODULES_MESOS_MINOR,
+              "mesos/version.hpp does not match the version build.rs detected");
+
+// What one NetworkInfo asks for: exact addresses, and counts of "any".
+struct Requested {
+  std::vector<std::string> ipv4;
+  std::vector<std::string> ipv6;
+  int any_ipv4;
+  int any_ipv6;
+  Requested() : any_ipv4(0), any_ipv6(0) {}
+};
+
+inline void add_request(Requested* r, bool v6, bool has_address, const std::string& address) {
+  if (has_address) {
+    (v6 ? r->ipv6 : r->ipv4).push_back(address);
+  } else {
+    ++(v6 ? r->any_ipv6 : r->any_ipv4);
+  }
+}
+
+inline Requested requested(const mesos::NetworkInfo& info) {
+  Requested r;
+#if NETMODULES_MESOS_MINOR >= 26
+  // 0.26: one entry per address; the single-address fields are deprecated
+  // but still honoured when no entries are given.
+  for (int i = 0; i < info.ip_addresses_size(); ++i) {
+    const mesos::NetworkInfo::IPAddress& a = info.ip_addresses(i);
+    add_request(&r, a.protocol() == mesos::NetworkInfo::IPv6, a.has_ip_address(), a.ip_address());
+  }
+  if (info.ip_addresses_size() > 0) return r;
+#endif
+  add_request(&r, info.protocol() == mesos::NetworkInfo::IPv6, info.has_ip_address(),
+              info.ip_address());
+  return r;
+}
+
+// Reports the container's addresses in a NetworkInfo of a TaskStatus.
+inline void report(mesos::NetworkInfo* info, const std::vector<std::string>& ipv4,
+                   const std::vector<std::string>& ipv6) {
+#if NETMODULES_MESOS_MINOR >= 26
+  for (size_t i = 0; i < ipv4.size(); ++i) {
+    mesos::NetworkInfo::IPAddress* a = info->add_ip_addresses();
+    a->set_protocol(mesos::NetworkInfo::IPv4);
+    a->set_ip_address(ipv4[i]);
+  }
+  for (size_t i = 0; i < ipv6.size(); ++i) {
+    mesos::NetworkInfo::IPAddress* a = info->add_ip_addresses();
+    a->set_protocol(mesos::NetworkInfo::IPv6);
+    a->set_ip_address(ipv6[i]);
+  }
+#else
+  // 0.25 has room for one address.
+  if (!ipv4.empty()) {
+    info->set_protocol(mesos::NetworkInfo::IPv4);
+    info->set_ip_address(ipv4[0]);
+  } else if (!ipv6.empty()) {
+    info->set_protocol(mesos::NetworkInfo::IPv6);
+    info->set_ip_address(ipv6[0]);
+  }
+#endif
+}
+
+}  // namespace compat
+}  // namespace calico_mesos
+
+#endif

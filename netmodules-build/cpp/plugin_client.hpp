@@ -1,0 +1,63 @@
+// The plugin client core: builds the protocol's JSON requests, runs the
+// plugin command with a timeout, and turns its answer into a result or a
+// clear error. Plain C++11, no Mesos headers: unit-tested everywhere; the
+// Mesos adapter is a thin layer over it.
+#ifndef CALICO_MESOS_PLUGIN_CLIENT_HPP
+#define CALICO_MESOS_PLUGIN_CLIENT_HPP
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "json.hpp"
+
+namespace calico_mesos {
+
+typedef std::map<std::string, std::string> Labels;
+
+// Builds `{"args":{...},"command":...}` compactly, keys sorted, empty
+// lists left out: the shape the 2016 module sent and the plugin accepts.
+class RequestBuilder {
+public:
+  explicit RequestBuilder(const std::string& command) : command_(command) {}
+  RequestBuilder& str(const std::string& key, const std::string& value);
+  RequestBuilder& num(const std::string& key, long long value);
+  RequestBuilder& strings(const std::string& key, const std::vector<std::string>& values);
+  RequestBuilder& labels(const Labels& labels);
+  std::string build() const;
+
+private:
+  std::string command_;
+  std::map<std::string, Json> args_;
+};
+
+struct PluginAnswer {
+  bool ok;
+  std::string error;               // set when !ok: what the operator sees
+  std::vector<std::string> ipv4;
+  std::vector<std::string> ipv6;
+  std::string stderr_text;         // the plugin's log lines, for the agent log
+  PluginAnswer() : ok(false) {}
+};
+
+struct ClientOptions {
+  int timeout_ms;
+  size_t max_output;
+  ClientOptions() : timeout_ms(30000), max_output(4 * 1024 * 1024) {}
+};
+
+// Which fields an answer may carry.
+enum AnswerKind { ADDRESSES, PLAIN };
+
+// Runs `command` with `request` on stdin and validates the answer.
+PluginAnswer call_plugin(const std::string& command, const std::string& request,
+                         AnswerKind kind, const ClientOptions& options);
+
+// Validates one answer (exposed for tests): exit status, JSON shape,
+// the documented fields only, the plugin's own error text quoted.
+PluginAnswer parse_answer(const std::string& stdout_text, bool exited, int exit_status,
+                          AnswerKind kind);
+
+}  // namespace calico_mesos
+
+#endif

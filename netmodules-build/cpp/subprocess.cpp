@@ -1,0 +1,163 @@
+#include "subprocess.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace calico_mesos {
+
+namespace {
+
+long long now_ms() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<long long>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool make_pipe(int fds[2]) {
+  if (pipe(fds) != 0) return false;
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return true;
+}
+
+void close_fd(int* fd) {
+  if (*fd >= 0) {
+    close(*fd);
+    *fd = -1;
+  }
+}
+
+// Appends what is readable on `fd` to `into` (up to `max`, the rest is
+// read and dropped). Returns false at end of file.
+bool drain(int* fd, std::string* into, size_t max, bool* truncated) {
+  char buf[65536];
+  ssize_t n = read(*fd, buf, sizeof(buf));
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+  if (n <= 0) {
+    close_fd(fd);
+    return false;
+  }
+  size_t room = into->size() < max ? max - into->size() : 0;
+  size_t keep = static_cast<size_t>(n) < room ? static_cast<size_t>(n) : room;
+  into->append(buf, keep);
+  if (keep < static_cast<size_t>(n)) *truncated = true;
+  return true;
+}
+
+}  // namespace
+
+CommandResult run_command(const std::string& path, const std::string& input,
+                          int timeout_ms, size_t max_output) {
+  CommandResult r;
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (!make_pipe(in) || !make_pipe(out) || !make_pipe(err)) {
+    r.failure = std::string("cannot create pipes: ") + strerror(errno);
+    close_fd(&in[0]); close_fd(&in[1]); close_fd(&out[0]);
+    close_fd(&out[1]); close_fd(&err[0]); close_fd(&err[1]);
+    return r;
+  }
+
+  pid_t pid = fork();
+  if (pid < 0) {
+    r.failure = std::string("cannot fork: ") + strerror(errno);
+    close_fd(&in[0]); close_fd(&in[1]); close_fd(&out[0]);
+    close_fd(&out[1]); close_fd(&err[0]); close_fd(&err[1]);
+    return r;
+  }
+  if (pid == 0) {
+    // Child: only async-signal-safe calls until exec.
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    signal(SIGPIPE, SIG_DFL);
+    const char* argv[] = {path.c_str(), NULL};
+    execv(path.c_str(), const_cast<char* const*>(argv));
+    const char msg[] = "cannot execute the plugin\n";
+    ssize_t ignored = write(2, msg, sizeof(msg) - 1);
+    (void)ignored;
+    _exit(127);
+  }
+  r.started = true;
+  close_fd(&in[0]);
+  close_fd(&out[1]);
+  close_fd(&err[1]);
+  fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);
+
+  // Writing to a plugin that exits early must not kill us with SIGPIPE.
+  struct sigaction ignore_pipe, previous;
+  memset(&ignore_pipe, 0, sizeof(ignore_pipe));
+  ignore_pipe.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ignore_pipe, &previous);
+
+  size_t written = 0;
+  if (input.empty()) close_fd(&in[1]);
+  long long deadline = now_ms() + timeout_ms;
+  while (out[0] >= 0 || err[0] >= 0) {
+    long long left = deadline - now_ms();
+    if (left <= 0) {
+      r.timed_out = true;
+      break;
+    }
+    struct pollfd fds[3];
+    int n = 0;
+    int idx_in = -1, idx_out = -1, idx_err = -1;
+    if (in[1] >= 0) { fds[n].fd = in[1]; fds[n].events = POLLOUT; fds[n].revents = 0; idx_in = n++; }
+    if (out[0] >= 0) { fds[n].fd = out[0]; fds[n].events = POLLIN; fds[n].revents = 0; idx_out = n++; }
+    if (err[0] >= 0) { fds[n].fd = err[0]; fds[n].events = POLLIN; fds[n].revents = 0; idx_err = n++; }
+    int ready = poll(fds, n, static_cast<int>(left));
+    if (ready < 0 && errno != EINTR) {
+      r.failure = std::string("poll: ") + strerror(errno);
+      break;
+    }
+    if (ready <= 0) continue;
+    if (idx_in >= 0 && fds[idx_in].revents) {
+      ssize_t w = write(in[1], input.data() + written, input.size() - written);
+      if (w > 0) written += static_cast<size_t>(w);
+      if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == input.size()) {
+        close_fd(&in[1]);  // done, or the plugin closed its stdin
+      }
+    }
+    if (idx_out >= 0 && fds[idx_out].revents) drain(&out[0], &r.out, max_output, &r.out_truncated);
+    if (idx_err >= 0 && fds[idx_err].revents) drain(&err[0], &r.err, max_output, &r.err_truncated);
+  }
+  close_fd(&in[1]);
+  close_fd(&out[0]);
+  close_fd(&err[0]);
+  sigaction(SIGPIPE, &previous, NULL);
+
+  int status = 0;
+  if (r.timed_out || !r.failure.empty()) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  } else {
+    // Both pipes are closed: the plugin is exiting; wait for it, but never
+    // past the deadline (it may have handed its pipes to a child).
+    for (;;) {
+      pid_t w = waitpid(pid, &status, WNOHANG);
+      if (w == pid || (w < 0 && errno != EINTR)) break;
+      if (now_ms() >= deadline) {
+        r.timed_out = true;
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        break;
+      }
+      usleep(1000);
+    }
+  }
+  if (WIFEXITED(status)) {
+    r.exited = true;
+    r.exit_status = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    r.signal = WTERMSIG(status);
+  }
+  return r;
+}
+
+}  // namespace calico_mesos
