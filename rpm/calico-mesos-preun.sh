@@ -1,0 +1,4 @@
+# calico-mesos %preun: on erase (not upgrade), stop and disable the unit.
+if [ "$1" -eq 0 ]; then
+    systemctl --no-reload disable --now calico-node.service >/dev/null 2>&1 || :
+fi
