@@ -22,16 +22,6 @@ Json string_array(const std::vector<std::string>& v) {
   return Json::array(items);
 }
 
-bool read_strings(const Json& v, std::vector<std::string>* out) {
-  if (v.is_null()) return true;
-  if (v.type() != Json::ARRAY) return false;
-  for (size_t i = 0; i < v.items().size(); ++i) {
-    if (v.items()[i].type() != Json::STRING) return false;
-    out->push_back(v.items()[i].as_string());
-  }
-  return true;
-}
-
 // Container ids become file names: only the characters Mesos uses.
 bool safe_name(const std::string& id) {
   if (id.empty() || id.size() > 200 || id[0] == '.') return false;
@@ -73,8 +63,8 @@ bool ContainerRecord::from_json(const std::string& text, ContainerRecord* out, s
   r.container_id = j["container_id"].as_string();
   r.executor_id = j["executor_id"].as_string();
   r.framework_id = j["framework_id"].as_string();
-  if (!read_strings(j["ipv4"], &r.ipv4) || !read_strings(j["ipv6"], &r.ipv6) ||
-      !read_strings(j["netgroups"], &r.netgroups)) {
+  if (!json_string_list(j["ipv4"], &r.ipv4) || !json_string_list(j["ipv6"], &r.ipv6) ||
+      !json_string_list(j["netgroups"], &r.netgroups)) {
     *error = "bad address or netgroup list";
     return false;
   }

@@ -48,6 +48,16 @@ const Json& Json::operator[](const std::string& key) const {
   return it == members_.end() ? null_value : it->second;
 }
 
+bool json_string_list(const Json& v, std::vector<std::string>* out) {
+  if (v.is_null()) return true;
+  if (v.type() != Json::ARRAY) return false;
+  for (size_t i = 0; i < v.items().size(); ++i) {
+    if (v.items()[i].type() != Json::STRING) return false;
+    out->push_back(v.items()[i].as_string());
+  }
+  return true;
+}
+
 std::string json_quote(const std::string& s) {
   std::string out = "\"";
   for (size_t i = 0; i < s.size(); ++i) {

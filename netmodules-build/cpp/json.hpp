@@ -47,6 +47,10 @@ private:
 // On failure returns false and sets `error`.
 bool parse_json(const std::string& text, Json* out, std::string* error);
 
+// Appends the strings of a JSON array to `out`; null counts as empty.
+// False when `v` is not an array of strings.
+bool json_string_list(const Json& v, std::vector<std::string>* out);
+
 // `s` as a JSON string literal, quotes included.
 std::string json_quote(const std::string& s);
 

@@ -53,16 +53,6 @@ std::string first_line(const std::string& s, size_t max) {
   return line;
 }
 
-bool string_list(const Json& v, std::vector<std::string>* out) {
-  if (v.is_null()) return true;
-  if (v.type() != Json::ARRAY) return false;
-  for (size_t i = 0; i < v.items().size(); ++i) {
-    if (v.items()[i].type() != Json::STRING) return false;
-    out->push_back(v.items()[i].as_string());
-  }
-  return true;
-}
-
 }  // namespace
 
 PluginAnswer parse_answer(const std::string& stdout_text, bool exited, int exit_status,
@@ -107,7 +97,7 @@ PluginAnswer parse_answer(const std::string& stdout_text, bool exited, int exit_
     }
   }
   if (kind == ADDRESSES &&
-      (!string_list(doc["ipv4"], &a.ipv4) || !string_list(doc["ipv6"], &a.ipv6))) {
+      (!json_string_list(doc["ipv4"], &a.ipv4) || !json_string_list(doc["ipv6"], &a.ipv6))) {
     a.error = "the plugin's answer has ipv4/ipv6 fields that are not lists of strings";
     return a;
   }

@@ -273,18 +273,23 @@ public:
     return off_actor<Nothing>(work);
   }
 
+  // An IPAM request for the container: its id is the allocation uid, so
+  // the plugin's cleanup can release by handle from the id alone.
+  static RequestBuilder ipam_request(const std::string& command, const ContainerRecord& r) {
+    RequestBuilder b(command);
+    b.str("hostname", registry().hostname())
+        .str("uid", r.container_id)
+        .strings("netgroups", r.netgroups)
+        .labels(r.labels);
+    return b;
+  }
+
   // reserve the exact addresses, allocate the rest; all or nothing.
   static std::string assign_addresses(const ModuleConfig& config, const compat::Requested& wanted,
                                       ContainerRecord* r) {
-    std::string hostname = registry().hostname();
     if (!wanted.ipv4.empty() || !wanted.ipv6.empty()) {
-      RequestBuilder b("reserve");
-      b.str("hostname", hostname)
-          .str("uid", r->container_id)
-          .strings("ipv4_addrs", wanted.ipv4)
-          .strings("ipv6_addrs", wanted.ipv6)
-          .strings("netgroups", r->netgroups)
-          .labels(r->labels);
+      RequestBuilder b = ipam_request("reserve", *r);
+      b.strings("ipv4_addrs", wanted.ipv4).strings("ipv6_addrs", wanted.ipv6);
       PluginAnswer a = call_plugin(config.ipam_command, b.build(), ADDRESSES, config.client);
       log_plugin_stderr("reserve", a);
       if (!a.ok) return "calico-mesos reserve failed: " + a.error;
@@ -292,13 +297,8 @@ public:
       r->ipv6 = a.ipv6;
     }
     if (wanted.any_ipv4 > 0 || wanted.any_ipv6 > 0) {
-      RequestBuilder b("allocate");
-      b.str("hostname", hostname)
-          .str("uid", r->container_id)
-          .num("num_ipv4", wanted.any_ipv4)
-          .num("num_ipv6", wanted.any_ipv6)
-          .strings("netgroups", r->netgroups)
-          .labels(r->labels);
+      RequestBuilder b = ipam_request("allocate", *r);
+      b.num("num_ipv4", wanted.any_ipv4).num("num_ipv6", wanted.any_ipv6);
       PluginAnswer a = call_plugin(config.ipam_command, b.build(), ADDRESSES, config.client);
       log_plugin_stderr("allocate", a);
       if (!a.ok) {
