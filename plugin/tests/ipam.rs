@@ -403,3 +403,23 @@ fn blocks_without_changes_are_not_rewritten() {
     );
     assert_eq!(check_ipam(&etcd).len(), 4);
 }
+
+#[test]
+fn pools_outside_calicos_block_sizes_are_ignored_not_fatal() {
+    let (etcd, plugin) = setup(&[]);
+    // Written by hand, as calicoctl would refuse it: IPv6 blocks of /64.
+    etcd.put(
+        "/calico/resources/v3/projectcalico.org/ippools/huge-blocks",
+        &json!({"kind": "IPPool", "apiVersion": "projectcalico.org/v3",
+                "metadata": {"name": "huge-blocks"},
+                "spec": {"cidr": "fd00:18::/48", "blockSize": 64}}),
+    );
+    let rev = etcd.revision();
+    let r = plugin.allocate("x", 0, 1);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.error().unwrap().starts_with("No usable IPv6 IP pool"),
+        "{r:?}"
+    );
+    assert_eq!(etcd.revision(), rev);
+}

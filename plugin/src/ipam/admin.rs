@@ -227,7 +227,9 @@ pub async fn report(ds: &Datastore) -> anyhow::Result<IpamReport> {
                 cidr: p.cidr.to_string(),
                 block_size: p.block_size,
                 disabled: p.disabled(),
-                size: 1u128 << (max - p.cidr.prefix() as u32),
+                size: 1u128
+                    .checked_shl(max - u32::from(p.cidr.prefix()))
+                    .unwrap_or(u128::MAX),
                 in_use: blocks.iter().map(|b| b.in_use as u128).sum(),
                 blocks,
             }

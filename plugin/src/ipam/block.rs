@@ -58,6 +58,9 @@ pub fn new_block(cidr: IpNetwork, node: &str, now_ns: u64, claim_time: String) -
     }
 }
 
+/// The largest Calico block: an IPv4 /20.
+const MAX_BLOCK_HOST_BITS: u8 = 12;
+
 fn max_prefix(cidr: &IpNetwork) -> u8 {
     if cidr.is_ipv4() {
         32
@@ -80,9 +83,12 @@ pub struct BlockView<'a> {
 }
 
 impl<'a> BlockView<'a> {
+    /// None for a document that is not a sane block (unparsable CIDR, a
+    /// size outside Calico's block sizes, allocations of the wrong length).
     pub fn new(doc: &'a mut AllocationBlock) -> Option<Self> {
         let cidr: IpNetwork = doc.cidr.parse().ok()?;
-        (doc.allocations.len() == 1usize << (max_prefix(&cidr) - cidr.prefix()))
+        let host_bits = max_prefix(&cidr) - cidr.prefix();
+        (host_bits <= MAX_BLOCK_HOST_BITS && doc.allocations.len() == 1usize << host_bits)
             .then_some(BlockView { cidr, doc })
     }
 
@@ -303,6 +309,21 @@ mod tests {
         assert_eq!(freed.get(&Some("b".to_string())), Some(&1));
         assert!(b.is_empty());
         invariants(b.doc);
+    }
+
+    #[test]
+    fn absurd_block_documents_are_refused() {
+        let mut doc = new_block("198.18.0.0/29".parse().unwrap(), "n1", 1, "t".into());
+        doc.cidr = "fd00::/0".into();
+        assert!(
+            BlockView::new(&mut doc).is_none(),
+            "a /0 block would overflow"
+        );
+        doc.cidr = "198.18.0.0/28".into();
+        assert!(
+            BlockView::new(&mut doc).is_none(),
+            "allocations of the wrong length"
+        );
     }
 
     #[test]

@@ -35,8 +35,9 @@ impl Pool {
             }
         };
         let block_size = doc.value.spec.block_size_for(cidr.is_ipv6());
-        let max = if cidr.is_ipv4() { 32 } else { 128 };
-        if block_size > max || block_size < cidr.prefix() {
+        // Calico's own limits (v4 20-32, v6 116-128) keep blocks small.
+        let allowed = if cidr.is_ipv4() { 20..=32 } else { 116..=128 };
+        if !allowed.contains(&block_size) || block_size < cidr.prefix() {
             tracing::warn!(key = %entry.key, block_size, "skipping IP pool with unusable blockSize");
             return None;
         }
@@ -58,7 +59,10 @@ impl Pool {
 
     /// How many blocks the pool holds.
     pub fn block_count(&self) -> u128 {
-        1u128 << (self.block_size - self.cidr.prefix())
+        // checked: a ::/0 pool of /128 blocks would overflow the shift.
+        1u128
+            .checked_shl(u32::from(self.block_size - self.cidr.prefix()))
+            .unwrap_or(u128::MAX)
     }
 
     /// The `i`-th block of the pool.
