@@ -45,6 +45,59 @@ std::string RequestBuilder::build() const {
   return Json::object(top).dump();
 }
 
+std::string reserve_request(const std::string& hostname, const std::string& uid,
+                            const Strings& ipv4, const Strings& ipv6, const Strings& netgroups,
+                            const Labels& labels) {
+  return RequestBuilder("reserve")
+      .str("hostname", hostname)
+      .str("uid", uid)
+      .strings("ipv4_addrs", ipv4)
+      .strings("ipv6_addrs", ipv6)
+      .strings("netgroups", netgroups)
+      .labels(labels)
+      .build();
+}
+
+std::string allocate_request(const std::string& hostname, const std::string& uid, int num_ipv4,
+                             int num_ipv6, const Strings& netgroups, const Labels& labels) {
+  return RequestBuilder("allocate")
+      .str("hostname", hostname)
+      .str("uid", uid)
+      .num("num_ipv4", num_ipv4)
+      .num("num_ipv6", num_ipv6)
+      .strings("netgroups", netgroups)
+      .labels(labels)
+      .build();
+}
+
+std::string release_request(const Strings& ips, const std::string& uid) {
+  RequestBuilder b("release");
+  if (ips.empty()) {
+    b.str("uid", uid);
+  } else {
+    b.strings("ips", ips);
+  }
+  return b.build();
+}
+
+std::string isolate_request(const std::string& hostname, const std::string& container_id,
+                            long long pid, const Strings& ipv4, const Strings& ipv6,
+                            const Strings& netgroups, const Labels& labels) {
+  return RequestBuilder("isolate")
+      .str("hostname", hostname)
+      .str("container_id", container_id)
+      .num("pid", pid)
+      .strings("ipv4_addrs", ipv4)
+      .strings("ipv6_addrs", ipv6)
+      .strings("netgroups", netgroups)
+      .labels(labels)
+      .build();
+}
+
+std::string cleanup_request(const std::string& hostname, const std::string& container_id) {
+  return RequestBuilder("cleanup").str("hostname", hostname).str("container_id", container_id).build();
+}
+
 namespace {
 
 std::string first_line(const std::string& s, size_t max) {

@@ -31,6 +31,23 @@ private:
   std::map<std::string, Json> args_;
 };
 
+typedef std::vector<std::string> Strings;
+
+// The protocol's requests, exactly as the module sends them. The
+// container id is the IPAM uid, so the plugin can release by handle from
+// the container id alone.
+std::string reserve_request(const std::string& hostname, const std::string& uid,
+                            const Strings& ipv4, const Strings& ipv6, const Strings& netgroups,
+                            const Labels& labels);
+std::string allocate_request(const std::string& hostname, const std::string& uid, int num_ipv4,
+                             int num_ipv6, const Strings& netgroups, const Labels& labels);
+// By address; by uid when no address is known.
+std::string release_request(const Strings& ips, const std::string& uid);
+std::string isolate_request(const std::string& hostname, const std::string& container_id,
+                            long long pid, const Strings& ipv4, const Strings& ipv6,
+                            const Strings& netgroups, const Labels& labels);
+std::string cleanup_request(const std::string& hostname, const std::string& container_id);
+
 struct PluginAnswer {
   bool ok;
   std::string error;               // set when !ok: what the operator sees

@@ -445,16 +445,23 @@ fn failed_isolates_leave_nothing_behind() {
 }
 
 #[test]
-fn endpoint_list_shows_isolated_containers() {
+fn endpoint_list_shows_isolated_containers_and_mtu_is_configurable() {
     if !can_run() {
         return;
     }
     let c = Cluster::new(&["agent-1"]);
     let host = c.host();
     let p = c.plugin("agent-1", &host);
+    std::fs::write(p.config_file(), "[dataplane]\nmtu = 1400\n").unwrap();
     let a = p.allocate("listed", 1, 0);
     let ctr = host.container();
     isolate(&p, "listed", ctr.pid, &a.ips("ipv4"), &[], &["web"]).ok();
+    assert_eq!(
+        host.ns.link(&veth("listed")).unwrap()["mtu"],
+        1400,
+        "host end MTU"
+    );
+    assert_eq!(ctr.link("eth0").unwrap()["mtu"], 1400, "container end MTU");
     let out = p.cli(&["endpoint", "list", "--json"]);
     assert!(out.status.success());
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();

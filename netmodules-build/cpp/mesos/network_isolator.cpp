@@ -229,15 +229,9 @@ public:
     if (!registry().get(containerId.value(), &r)) return Nothing();
     ModuleConfig config = config_;
     std::function<std::string(Nothing*)> work = [config, r, pid](Nothing*) {
-      RequestBuilder b("isolate");
-      b.str("hostname", registry().hostname())
-          .str("container_id", r.container_id)
-          .num("pid", pid)
-          .strings("ipv4_addrs", r.ipv4)
-          .strings("ipv6_addrs", r.ipv6)
-          .strings("netgroups", r.netgroups)
-          .labels(r.labels);
-      PluginAnswer a = call_plugin(config.isolator_command, b.build(), PLAIN, config.client);
+      std::string request = isolate_request(registry().hostname(), r.container_id, pid, r.ipv4,
+                                            r.ipv6, r.netgroups, r.labels);
+      PluginAnswer a = call_plugin(config.isolator_command, request, PLAIN, config.client);
       log_plugin_stderr("isolate", a);
       return a.ok ? std::string() : "calico-mesos isolate failed: " + a.error;
     };
@@ -273,33 +267,23 @@ public:
     return off_actor<Nothing>(work);
   }
 
-  // An IPAM request for the container: its id is the allocation uid, so
-  // the plugin's cleanup can release by handle from the id alone.
-  static RequestBuilder ipam_request(const std::string& command, const ContainerRecord& r) {
-    RequestBuilder b(command);
-    b.str("hostname", registry().hostname())
-        .str("uid", r.container_id)
-        .strings("netgroups", r.netgroups)
-        .labels(r.labels);
-    return b;
-  }
-
   // reserve the exact addresses, allocate the rest; all or nothing.
   static std::string assign_addresses(const ModuleConfig& config, const compat::Requested& wanted,
                                       ContainerRecord* r) {
+    const std::string hostname = registry().hostname();
     if (!wanted.ipv4.empty() || !wanted.ipv6.empty()) {
-      RequestBuilder b = ipam_request("reserve", *r);
-      b.strings("ipv4_addrs", wanted.ipv4).strings("ipv6_addrs", wanted.ipv6);
-      PluginAnswer a = call_plugin(config.ipam_command, b.build(), ADDRESSES, config.client);
+      std::string request = reserve_request(hostname, r->container_id, wanted.ipv4, wanted.ipv6,
+                                            r->netgroups, r->labels);
+      PluginAnswer a = call_plugin(config.ipam_command, request, ADDRESSES, config.client);
       log_plugin_stderr("reserve", a);
       if (!a.ok) return "calico-mesos reserve failed: " + a.error;
       r->ipv4 = a.ipv4;
       r->ipv6 = a.ipv6;
     }
     if (wanted.any_ipv4 > 0 || wanted.any_ipv6 > 0) {
-      RequestBuilder b = ipam_request("allocate", *r);
-      b.num("num_ipv4", wanted.any_ipv4).num("num_ipv6", wanted.any_ipv6);
-      PluginAnswer a = call_plugin(config.ipam_command, b.build(), ADDRESSES, config.client);
+      std::string request = allocate_request(hostname, r->container_id, wanted.any_ipv4,
+                                             wanted.any_ipv6, r->netgroups, r->labels);
+      PluginAnswer a = call_plugin(config.ipam_command, request, ADDRESSES, config.client);
       log_plugin_stderr("allocate", a);
       if (!a.ok) {
         // The 2016 module leaked the reserved addresses here.
@@ -314,24 +298,19 @@ public:
   }
 
   static void release(const ModuleConfig& config, const ContainerRecord& r) {
-    std::vector<std::string> ips = r.ipv4;
+    Strings ips = r.ipv4;
     ips.insert(ips.end(), r.ipv6.begin(), r.ipv6.end());
-    RequestBuilder b("release");
-    if (ips.empty()) {
-      b.str("uid", r.container_id);
-    } else {
-      b.strings("ips", ips);
-    }
-    PluginAnswer a = call_plugin(config.ipam_command, b.build(), PLAIN, config.client);
+    PluginAnswer a =
+        call_plugin(config.ipam_command, release_request(ips, r.container_id), PLAIN, config.client);
     log_plugin_stderr("release", a);
     if (!a.ok) LOG(WARNING) << "calico-mesos release failed: " << a.error;
   }
 
   // The plugin's cleanup (veth, endpoint, addresses), then release.
   static std::string teardown(const ModuleConfig& config, const ContainerRecord& r) {
-    RequestBuilder b("cleanup");
-    b.str("hostname", registry().hostname()).str("container_id", r.container_id);
-    PluginAnswer a = call_plugin(config.isolator_command, b.build(), PLAIN, config.client);
+    PluginAnswer a = call_plugin(config.isolator_command,
+                                 cleanup_request(registry().hostname(), r.container_id), PLAIN,
+                                 config.client);
     log_plugin_stderr("cleanup", a);
     if (!a.ok) return "calico-mesos cleanup failed: " + a.error;
     release(config, r);
