@@ -77,35 +77,31 @@ pub async fn create_veth(
         .map_err(|e| DataplaneError::netlink(format!("create veth {host_name}"), e))
 }
 
-pub async fn set_mac(handle: &Handle, index: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+/// Applies a change to link `index` (an RTM_NEWLINK "set").
+async fn set(handle: &Handle, msg: LinkMessage, what: String) -> Result<(), DataplaneError> {
     handle
         .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .address(mac.to_vec())
-                .build(),
-        )
+        .set(msg)
         .execute()
         .await
-        .map_err(|e| DataplaneError::netlink(format!("set MAC of link {index}"), e))
+        .map_err(|e| DataplaneError::netlink(what, e))
+}
+
+pub async fn set_mac(handle: &Handle, index: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+    let msg = LinkUnspec::new_with_index(index)
+        .address(mac.to_vec())
+        .build();
+    set(handle, msg, format!("set MAC of link {index}")).await
 }
 
 pub async fn set_up(handle: &Handle, index: u32) -> Result<(), DataplaneError> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(|e| DataplaneError::netlink(format!("bring link {index} up"), e))
+    let msg = LinkUnspec::new_with_index(index).up().build();
+    set(handle, msg, format!("bring link {index} up")).await
 }
 
 pub async fn set_down(handle: &Handle, index: u32) -> Result<(), DataplaneError> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).down().build())
-        .execute()
-        .await
-        .map_err(|e| DataplaneError::netlink(format!("bring link {index} down"), e))
+    let msg = LinkUnspec::new_with_index(index).down().build();
+    set(handle, msg, format!("bring link {index} down")).await
 }
 
 /// Deletes the link; one that is already gone counts as deleted.
