@@ -44,6 +44,11 @@ pub fn profile(name: &str) -> String {
     format!("{RESOURCES}/profiles/{name}")
 }
 
+/// Every WorkloadEndpoint, of every namespace and orchestrator.
+pub fn all_workload_endpoints_prefix() -> String {
+    format!("{RESOURCES}/workloadendpoints/")
+}
+
 pub fn workload_endpoints_prefix(namespace: &str) -> String {
     format!("{RESOURCES}/workloadendpoints/{namespace}/")
 }

@@ -33,6 +33,9 @@ pub enum DatastoreError {
     Corrupt { key: String, detail: String },
     #[error("cannot set up the etcd client: {0}")]
     Setup(String),
+    /// The snapshot revision a plan read at was compacted away: plan again.
+    #[error("etcd compacted the revision a request was reading")]
+    Compacted,
 }
 
 pub type Result<T> = std::result::Result<T, DatastoreError>;
@@ -50,6 +53,8 @@ pub struct Versioned<T> {
 enum Guard {
     Absent(String),
     Unchanged(String, i64),
+    /// No key under the prefix was created after the revision.
+    NoneCreatedAfter(String, i64),
 }
 
 /// An atomic multi-key write: every guard must hold, then every put and
@@ -100,6 +105,22 @@ impl WriteBatch {
         self
     }
 
+    /// Applies the batch only while `key` is still at `mod_revision`
+    /// (a read the batch depends on, written by nobody here).
+    pub fn require_unchanged(&mut self, key: &str, mod_revision: i64) -> &mut Self {
+        self.guards
+            .push(Guard::Unchanged(key.to_string(), mod_revision));
+        self
+    }
+
+    /// Applies the batch only if no key under `prefix` was created after
+    /// `revision` (the listing the batch was planned on is still complete).
+    pub fn require_no_keys_created_after(&mut self, prefix: &str, revision: i64) -> &mut Self {
+        self.guards
+            .push(Guard::NoneCreatedAfter(prefix.to_string(), revision));
+        self
+    }
+
     /// Deletes `key` whatever it holds (absent is fine).
     pub fn put_delete(&mut self, key: &str) -> &mut Self {
         self.deletes.push(key.to_string());
@@ -130,6 +151,12 @@ impl WriteBatch {
                 Guard::Absent(k) => Compare::version(k.as_str(), CompareOp::Equal, 0),
                 Guard::Unchanged(k, rev) => {
                     Compare::mod_revision(k.as_str(), CompareOp::Equal, *rev)
+                }
+                // etcd compares every key of the range (an empty range
+                // compares a zero revision, so it holds).
+                Guard::NoneCreatedAfter(prefix, rev) => {
+                    Compare::create_revision(prefix.as_str(), CompareOp::Less, *rev + 1)
+                        .with_prefix()
                 }
             })
             .collect();
@@ -211,6 +238,12 @@ fn is_retryable(err: &etcd_client::Error) -> bool {
     }
 }
 
+/// A read at a revision etcd has compacted (gRPC OUT_OF_RANGE).
+fn is_compacted(err: &etcd_client::Error) -> bool {
+    const OUT_OF_RANGE: i32 = 11;
+    matches!(err, etcd_client::Error::GRpcStatus(s) if i32::from(s.code()) == OUT_OF_RANGE)
+}
+
 /// The error with its causes (a TLS failure hides in the source chain).
 fn describe(err: &etcd_client::Error) -> String {
     let mut text = match err {
@@ -276,6 +309,7 @@ impl Datastore {
                     last = Some(e);
                     backoff(attempt).await;
                 }
+                Err(e) if is_compacted(&e) => return Err(DatastoreError::Compacted),
                 Err(e) => return Err(DatastoreError::Request(describe(&e))),
             }
         }
@@ -318,18 +352,35 @@ impl Datastore {
     /// gets): the IPAM hot path needs pools, config, handle and affinities
     /// together. Returns the raw entries per read, in order.
     pub async fn read_batch(&self, reads: &[Read]) -> Result<Vec<Vec<RawEntry>>> {
+        Ok(self.read_batch_at(reads, None).await?.0)
+    }
+
+    /// Like `read_batch`, at etcd revision `at` (None: the latest); also
+    /// returns the revision read, so later reads can see the same snapshot.
+    pub async fn read_batch_at(
+        &self,
+        reads: &[Read],
+        at: Option<i64>,
+    ) -> Result<(Vec<Vec<RawEntry>>, i64)> {
         let mut out = Vec::with_capacity(reads.len());
+        let mut revision = at.unwrap_or(0);
         for chunk in reads.chunks(128) {
+            // Every chunk after the first reads the first one's revision.
+            let pinned = (revision > 0).then_some(revision);
+            let opts = |o: GetOptions| match pinned {
+                Some(r) => o.with_revision(r),
+                None => o,
+            };
             let ops: Vec<TxnOp> = chunk
                 .iter()
                 .map(|r| match r {
-                    Read::Key(k) => TxnOp::get(k.as_str(), None),
+                    Read::Key(k) => TxnOp::get(k.as_str(), Some(opts(GetOptions::new()))),
                     Read::Prefix(p) => {
-                        TxnOp::get(p.as_str(), Some(GetOptions::new().with_prefix()))
+                        TxnOp::get(p.as_str(), Some(opts(GetOptions::new().with_prefix())))
                     }
                     Read::PrefixKeys(p) => TxnOp::get(
                         p.as_str(),
-                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                        Some(opts(GetOptions::new().with_prefix().with_keys_only())),
                     ),
                 })
                 .collect();
@@ -339,6 +390,9 @@ impl Datastore {
                     async move { kv.txn(txn).await }
                 })
                 .await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
             for op in resp.op_responses() {
                 let TxnOpResponse::Get(get) = op else {
                     return Err(DatastoreError::Request("unexpected txn answer".into()));
@@ -346,7 +400,7 @@ impl Datastore {
                 out.push(get.kvs().iter().map(RawEntry::from_kv).collect());
             }
         }
-        Ok(out)
+        Ok((out, revision))
     }
 
     /// Every document under `prefix` (which must end in `/`).
