@@ -4,6 +4,7 @@ use std::io::Read;
 use std::net::IpAddr;
 
 use crate::config::Config;
+use crate::dataplane::{Dataplane, Kernel};
 use crate::datastore::Datastore;
 use crate::ipam::{handle_for_uid, Ipam};
 use crate::logging;
@@ -110,16 +111,23 @@ async fn execute_inner(config: &Config, request: Request) -> anyhow::Result<Resp
             Response::Ok
         }
         Request::Release(ReleaseArgs::Ips(ips)) => {
-            let freed = ipam.release_ips(&ips).await?;
-            tracing::info!(freed, "released by address");
+            // Which containers still run here decides who may lose an
+            // address (ipam/ownership.rs).
+            let links = Kernel.host_links().await?;
+            let released = ipam.release_ips(&ips, &links).await?;
+            tracing::info!(
+                freed = released.freed,
+                kept = released.kept.len(),
+                "released by address"
+            );
             Response::Ok
         }
         Request::Isolate(args) => {
-            workload::isolate(config, &ds, &args).await?;
+            workload::isolate(config, &ds, &Kernel, &args).await?;
             Response::Ok
         }
         Request::Cleanup(args) => {
-            workload::cleanup(config, &ds, &args).await?;
+            workload::cleanup(config, &ds, &Kernel, &args).await?;
             Response::Ok
         }
     })

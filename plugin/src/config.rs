@@ -54,7 +54,7 @@ pub struct LogConfig {
     pub level: tracing::Level,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IpamSettings {
     /// Restrict automatic IPv4 allocation to these pools (names or CIDRs).
@@ -64,6 +64,29 @@ pub struct IpamSettings {
     /// Take addresses from other hosts' blocks when this host's blocks are
     /// full and no new block can be claimed (ignored with strict affinity).
     pub borrow: bool,
+    /// An address that no endpoint references is freed by a release by
+    /// address (or by `gc`) only once its allocation is this old: a late
+    /// release must not free what another container reserved just now.
+    pub release_grace_seconds: u64,
+    /// Where the host-wide IPAM lock lives (env `CALICO_MESOS_LOCK_DIR`).
+    pub lock_dir: PathBuf,
+    /// How long a request waits for the other plugins of this host.
+    pub lock_timeout_ms: u64,
+}
+
+pub const DEFAULT_RELEASE_GRACE_SECONDS: u64 = 600;
+
+impl Default for IpamSettings {
+    fn default() -> Self {
+        IpamSettings {
+            ipv4_pools: Vec::new(),
+            ipv6_pools: Vec::new(),
+            borrow: false,
+            release_grace_seconds: DEFAULT_RELEASE_GRACE_SECONDS,
+            lock_dir: PathBuf::from("/run/calico-mesos"),
+            lock_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,11 +253,22 @@ impl Config {
             }
         }
 
+        let mut ipam = file.ipam;
+        if let Some(dir) = src.env("CALICO_MESOS_LOCK_DIR") {
+            ipam.lock_dir = PathBuf::from(dir);
+        }
+        if !(1..=600_000).contains(&ipam.lock_timeout_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "ipam lock_timeout_ms {} is outside 1..600000",
+                ipam.lock_timeout_ms
+            )));
+        }
+
         Ok(Config {
             etcd,
             node_name,
             log,
-            ipam: file.ipam,
+            ipam,
             dataplane,
             source,
         })

@@ -17,6 +17,10 @@ pub const ORCHESTRATOR: &str = "mesos";
 pub const ENDPOINT: &str = "eth0";
 /// Annotation listing the requested netgroups, for people.
 pub const NETGROUPS_ANNOTATION: &str = "mesos.projectcalico.org/netgroups";
+/// Which IPAM handle held each address when the container was isolated
+/// (a JSON object, address → handle): cleanup releases exactly these
+/// handles, never "the endpoint's addresses, whoever holds them now".
+pub const IPAM_HANDLES_ANNOTATION: &str = "mesos.projectcalico.org/ipam-handles";
 
 /// `WorkloadEndpoint.spec`, with exactly the fields this plugin sets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +148,8 @@ pub struct EndpointInput<'a> {
     pub mac: &'a str,
     pub mesos_labels: &'a BTreeMap<String, String>,
     pub netgroups: &'a [String],
+    /// The handle holding each address (see `IPAM_HANDLES_ANNOTATION`).
+    pub handles: &'a BTreeMap<IpAddr, String>,
 }
 
 pub fn build_endpoint(input: &EndpointInput) -> WorkloadEndpoint {
@@ -154,6 +160,17 @@ pub fn build_endpoint(input: &EndpointInput) -> WorkloadEndpoint {
         metadata
             .annotations
             .insert(NETGROUPS_ANNOTATION.into(), input.netgroups.join(","));
+    }
+    if !input.handles.is_empty() {
+        let recorded: BTreeMap<String, &String> = input
+            .handles
+            .iter()
+            .map(|(ip, h)| (ip.to_string(), h))
+            .collect();
+        metadata.annotations.insert(
+            IPAM_HANDLES_ANNOTATION.into(),
+            serde_json::to_string(&recorded).expect("a map of strings serializes"),
+        );
     }
     let spec = WorkloadEndpointSpec {
         orchestrator: ORCHESTRATOR.into(),
@@ -177,6 +194,19 @@ pub fn endpoint_ips(ep: &WorkloadEndpoint) -> Vec<IpAddr> {
         .iter()
         .filter_map(|n| n.split('/').next()?.parse().ok())
         .collect()
+}
+
+/// The handles recorded at isolate, by address. None: the endpoint
+/// records none (written by someone else, or by an older calico-mesos);
+/// an unreadable record counts as none.
+pub fn recorded_handles(ep: &WorkloadEndpoint) -> Option<BTreeMap<IpAddr, String>> {
+    let text = ep.metadata.annotations.get(IPAM_HANDLES_ANNOTATION)?;
+    let raw: BTreeMap<String, String> = serde_json::from_str(text).ok()?;
+    Some(
+        raw.into_iter()
+            .filter_map(|(ip, h)| Some((ip.parse().ok()?, h)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dataplane;
 pub mod datastore;
 pub mod endpoint;
+pub mod faults;
 pub mod ipam;
 pub mod logging;
 pub mod names;

@@ -196,11 +196,15 @@ pub fn host_profile(node_name: &str, node: &Node) -> Profile {
     )
 }
 
-/// Creates the endpoint's profiles that do not exist yet, in one read and
-/// one write. Existing profiles are left alone, except that the host
-/// profile follows the Node's addresses.
-pub async fn ensure_profiles(
+/// Adds to `batch` the profile writes an endpoint of this node needs:
+/// a create for each missing profile, and the host profile's rules brought
+/// up to date. Existing profiles are otherwise never overwritten. Every
+/// write is guarded, so a profile created concurrently makes the whole
+/// batch fail, and the caller reads and plans again: an endpoint is never
+/// committed without its profiles.
+pub async fn add_profile_writes(
     ds: &Datastore,
+    batch: &mut WriteBatch,
     node_name: &str,
     node: &Node,
     netgroups: &[String],
@@ -215,38 +219,30 @@ pub async fn ensure_profiles(
             .filter(|g| *g != PUBLIC)
             .map(|g| netgroup_profile(g)),
     );
-    for attempt in 0..5 {
-        let keys: Vec<String> = wanted
-            .iter()
-            .map(|p| keys::profile(&p.metadata.name))
-            .collect();
-        let existing = ds.get_many::<Profile>(&keys).await?;
-        let mut batch = WriteBatch::new();
-        for ((key, want), have) in keys.iter().zip(&wanted).zip(existing) {
-            match have {
-                None => {
-                    batch.create(key, want);
-                }
-                Some(have)
-                    if want.metadata.name == host_profile_name(node_name)
-                        && have.value.spec.ingress != want.spec.ingress =>
-                {
-                    // The node's addresses changed: follow them, keeping the
-                    // stored identity.
-                    let mut updated = have.value.clone();
-                    updated.spec.ingress = want.spec.ingress.clone();
-                    updated.spec.egress = want.spec.egress.clone();
-                    batch.update(key, have.mod_revision, &updated);
-                }
-                Some(_) => {}
+    let keys: Vec<String> = wanted
+        .iter()
+        .map(|p| keys::profile(&p.metadata.name))
+        .collect();
+    let existing = ds.get_many::<Profile>(&keys).await?;
+    for ((key, want), have) in keys.iter().zip(&wanted).zip(existing) {
+        match have {
+            None => {
+                batch.create(key, want);
+            }
+            Some(have)
+                if want.metadata.name == host_profile_name(node_name)
+                    && have.value.spec.ingress != want.spec.ingress =>
+            {
+                let mut updated = have.value.clone();
+                updated.spec.ingress = want.spec.ingress.clone();
+                updated.spec.egress = want.spec.egress.clone();
+                batch.update(key, have.mod_revision, &updated);
+            }
+            // Present: it must still be there when the batch commits.
+            Some(have) => {
+                batch.require_unchanged(key, have.mod_revision);
             }
         }
-        // Another agent creating the same profile at once is success: the
-        // next round finds it.
-        if ds.commit(&batch).await? {
-            return Ok(());
-        }
-        tracing::debug!(attempt, "profile created concurrently; re-reading");
     }
     Ok(())
 }

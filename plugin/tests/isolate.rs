@@ -383,7 +383,7 @@ fn failed_isolates_leave_nothing_behind() {
     assert!(
         r.error()
             .unwrap()
-            .contains(&format!("network namespace of pid {dead}")),
+            .contains(&format!("pid {dead} has exited")),
         "{r:?}"
     );
     assert_nothing_left(&c, &host, "victim", &v4);

@@ -3,7 +3,9 @@
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth};
 
 use super::netns::Netns;
@@ -20,6 +22,70 @@ pub async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, Datapl
         Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
         Err(e) => Err(DataplaneError::netlink(format!("look up link {name}"), e)),
     }
+}
+
+/// What a link says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkFacts {
+    pub index: u32,
+    pub is_veth: bool,
+    /// IFLA_IFALIAS, our ownership mark.
+    pub alias: Option<String>,
+    /// A veth's peer index, in the peer's namespace.
+    pub peer_index: Option<u32>,
+}
+
+/// The facts of link `name`, if it exists.
+pub async fn facts_of(handle: &Handle, name: &str) -> Result<Option<LinkFacts>, DataplaneError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    let msg = match links.try_next().await {
+        Ok(Some(msg)) => msg,
+        Ok(None) => return Ok(None),
+        Err(e) if errno(&e) == Some(ENODEV) => return Ok(None),
+        Err(e) => return Err(DataplaneError::netlink(format!("look up link {name}"), e)),
+    };
+    let mut facts = LinkFacts {
+        index: msg.header.index,
+        is_veth: false,
+        alias: None,
+        peer_index: None,
+    };
+    for a in msg.attributes {
+        match a {
+            LinkAttribute::IfAlias(text) => facts.alias = Some(text),
+            LinkAttribute::Link(i) => facts.peer_index = Some(i),
+            LinkAttribute::LinkInfo(infos) => {
+                facts.is_veth = infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(facts))
+}
+
+/// Every link name in the namespace of `handle`.
+pub async fn names(handle: &Handle) -> Result<Vec<String>, DataplaneError> {
+    let mut links = handle.link().get().execute();
+    let mut out = Vec::new();
+    loop {
+        match links.try_next().await {
+            Ok(Some(msg)) => out.extend(msg.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })),
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(DataplaneError::netlink("list links".into(), e)),
+        }
+    }
+}
+
+/// Marks the link as ours (IFLA_IFALIAS; the kernel ignores an alias
+/// given at creation, so it is set right after).
+pub async fn set_alias(handle: &Handle, index: u32, alias: &str) -> Result<(), DataplaneError> {
+    let msg = LinkUnspec::new_with_index(index).alias(alias).build();
+    set(handle, msg, format!("mark link {index} as ours")).await
 }
 
 async fn get(handle: &Handle, index: u32) -> Result<LinkMessage, DataplaneError> {

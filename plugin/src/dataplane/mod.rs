@@ -5,7 +5,12 @@
 //! sysctls and host routes Felix would otherwise add a moment later.
 //!
 //! `setup` is all-or-nothing: once the pair exists, any failure deletes it
-//! (which removes both ends and every route through them).
+//! (which removes both ends and every route through them). `probe` looks
+//! before anything is written: the pid, the host end's name, the
+//! container's eth0 and the routes.
+//!
+//! `Dataplane` is the seam `workload.rs` uses (setup, teardown, probe), so
+//! its all-or-nothing and rerun logic is tested with a fake too.
 
 mod links;
 mod netns;
@@ -32,6 +37,15 @@ pub const DEFAULT_MTU: u32 = 1500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
+    #[error("pid {0} has exited")]
+    PidGone(u32),
+    #[error("pid {0} is not in a container network namespace (it shares the host's)")]
+    NotContainer(u32),
+    #[error(
+        "container already has an eth0 (in the network namespace of pid {0}); refusing to \
+         replace it"
+    )]
+    ContainerHasEth0(u32),
     #[error(
         "cannot enter the network namespace of pid {pid} (has the container exited?): {detail}"
     )]
@@ -104,6 +118,69 @@ pub struct HostVeth {
     pub routes: Vec<IpAddr>,
 }
 
+/// The alias that marks a host end as the one of `container_id`.
+pub fn ownership_mark(container_id: &str) -> String {
+    format!("calico-mesos:{container_id}")
+}
+
+/// What is already there for a container, read before anything is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostEnd {
+    Absent,
+    /// Our own host end from an earlier attempt of the same container
+    /// (marked, or the peer of an eth0 in the container): removed and
+    /// plumbed again.
+    Ours {
+        index: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub host_end: HostEnd,
+    /// The container's eth0 is our host end's peer (a complete pair).
+    pub paired: bool,
+}
+
+/// The kernel side of isolate and cleanup.
+#[allow(async_fn_in_trait)]
+pub trait Dataplane {
+    /// Checks, without writing, that the container can be plumbed: the pid
+    /// is a live container's, no foreign link has our name, the container
+    /// has no eth0 of its own, no address is routed elsewhere.
+    async fn probe(&self, net: &ContainerNetwork) -> Result<Probe, DataplaneError>;
+    /// The first check of all: `pid` is alive and in a namespace of its
+    /// own, not the host's.
+    async fn check_pid(&self, pid: u32) -> Result<(), DataplaneError>;
+    async fn setup(&self, net: &ContainerNetwork) -> Result<Plumbed, DataplaneError>;
+    /// Removes the host end. Ok(false): it did not exist.
+    async fn teardown(&self, host_ifname: &str) -> Result<bool, DataplaneError>;
+    /// The names of the host's links (is a container's host end there?).
+    async fn host_links(&self) -> Result<std::collections::BTreeSet<String>, DataplaneError>;
+}
+
+/// The real dataplane: netlink in the host namespace and the container's.
+pub struct Kernel;
+
+impl Dataplane for Kernel {
+    async fn probe(&self, net: &ContainerNetwork) -> Result<Probe, DataplaneError> {
+        probe(net).await
+    }
+    async fn check_pid(&self, pid: u32) -> Result<(), DataplaneError> {
+        Netns::of_container_pid(pid).map(|_| ())
+    }
+    async fn setup(&self, net: &ContainerNetwork) -> Result<Plumbed, DataplaneError> {
+        setup(net).await
+    }
+    async fn teardown(&self, host_ifname: &str) -> Result<bool, DataplaneError> {
+        teardown(host_ifname).await
+    }
+    async fn host_links(&self) -> Result<std::collections::BTreeSet<String>, DataplaneError> {
+        let host = netns::host_netlink()?;
+        Ok(links::names(&host).await?.into_iter().collect())
+    }
+}
+
 /// `cali` + the first 11 hex digits of SHA-1(`default.<container_id>`):
 /// Calico's k8s formula for (namespace, workload), 15 characters,
 /// computable at cleanup from the container id alone.
@@ -132,11 +209,57 @@ fn format_mac(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// Plumbs the container. Runs in the host's network namespace, inside a
+/// See [`Dataplane::probe`].
+pub async fn probe(net: &ContainerNetwork) -> Result<Probe, DataplaneError> {
+    let host = netns::host_netlink()?;
+    let container = Netns::of_container_pid(net.pid)?;
+    let host_ifname = host_veth_name(&net.container_id);
+    let inside = container.netlink()?;
+    let eth0 = links::facts_of(&inside, CONTAINER_IFNAME).await?;
+    let host_end = links::facts_of(&host, &host_ifname).await?;
+
+    let paired = match (&host_end, &eth0) {
+        (Some(h), Some(c)) => {
+            h.is_veth && h.peer_index == Some(c.index) && c.peer_index == Some(h.index)
+        }
+        _ => false,
+    };
+    let host_end = match host_end {
+        None => HostEnd::Absent,
+        Some(h)
+            if paired || h.alias.as_deref() == Some(ownership_mark(&net.container_id).as_str()) =>
+        {
+            HostEnd::Ours { index: h.index }
+        }
+        Some(_) => return Err(DataplaneError::LinkExists(host_ifname)),
+    };
+    if eth0.is_some() && !paired {
+        return Err(DataplaneError::ContainerHasEth0(net.pid));
+    }
+    let ours = match host_end {
+        HostEnd::Ours { index } => Some(index),
+        HostEnd::Absent => None,
+    };
+    for ip in net.ips() {
+        match routes::route_owner(&host, ip).await? {
+            Some(owner) if Some(owner) != ours => {
+                return Err(DataplaneError::AddressRouted {
+                    ip,
+                    owner: link_name(&host, owner).await,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(Probe { host_end, paired })
+}
+
+/// Plumbs the container (after `probe` passed and any half-made pair of
+/// ours was removed). Runs in the host's network namespace, inside a
 /// tokio runtime.
 pub async fn setup(net: &ContainerNetwork) -> Result<Plumbed, DataplaneError> {
     let host = netns::host_netlink()?;
-    let container = Netns::of_pid(net.pid)?;
+    let container = Netns::of_container_pid(net.pid)?;
     let host_ifname = host_veth_name(&net.container_id);
 
     // Refuse before creating anything.
@@ -161,6 +284,7 @@ pub async fn setup(net: &ContainerNetwork) -> Result<Plumbed, DataplaneError> {
         &container,
     )
     .await?;
+    crate::faults::point("isolate:veth-created");
     match configure(&host, &container, &host_ifname, net).await {
         Ok(container_mac) => Ok(Plumbed {
             host_ifname,
@@ -205,6 +329,8 @@ async fn configure(
     let host_index = links::index_of(host, host_ifname)
         .await?
         .ok_or_else(|| DataplaneError::Internal(format!("{host_ifname} vanished")))?;
+    links::set_alias(host, host_index, &ownership_mark(&net.container_id)).await?;
+    crate::faults::point("isolate:veth-marked");
     let inside = container.netlink()?;
     let eth0 = links::index_of(&inside, CONTAINER_IFNAME)
         .await?
@@ -246,6 +372,7 @@ async fn configure(
         Ok(())
     })?;
 
+    crate::faults::point("isolate:container-configured");
     for ip in net.ips() {
         routes::add_host_route(host, host_index, ip).await?;
     }

@@ -7,7 +7,8 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
@@ -19,17 +20,62 @@ use super::DataplaneError;
 pub struct Netns {
     pub pid: u32,
     file: File,
+    /// (device, inode) of the namespace: its identity.
+    id: (u64, u64),
+}
+
+/// The identity of the network namespace behind `/proc/.../ns/net`.
+fn ns_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// The namespaces that are the host's, never a container's: the plugin's
+/// own (the agent runs it in the host namespace), its parent's (the agent)
+/// and PID 1's.
+fn host_namespaces() -> Vec<(u64, u64)> {
+    let parent = std::os::unix::process::parent_id();
+    [
+        "/proc/self/ns/net".to_string(),
+        format!("/proc/{parent}/ns/net"),
+        "/proc/1/ns/net".into(),
+    ]
+    .iter()
+    .filter_map(|p| ns_id(Path::new(p)).ok())
+    .collect()
 }
 
 impl Netns {
+    /// The namespace of a container's process: refuses a pid that is gone
+    /// and one whose namespace is the host's (plumbing it would rewrite the
+    /// host's own eth0, routes and forwarding).
+    pub fn of_container_pid(pid: u32) -> Result<Netns, DataplaneError> {
+        let ns = Netns::of_pid(pid).map_err(|e| match e {
+            DataplaneError::NoNamespace { detail, .. } if detail.contains("No such file") => {
+                DataplaneError::PidGone(pid)
+            }
+            other => other,
+        })?;
+        if host_namespaces().contains(&ns.id) {
+            return Err(DataplaneError::NotContainer(pid));
+        }
+        Ok(ns)
+    }
+
     /// Opens `/proc/<pid>/ns/net`; a process that is gone is a clear error.
     pub fn of_pid(pid: u32) -> Result<Netns, DataplaneError> {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let file = File::open(&path).map_err(|e| DataplaneError::NoNamespace {
+        let no_ns = |e: std::io::Error| DataplaneError::NoNamespace {
             pid,
             detail: e.to_string(),
-        })?;
-        Ok(Netns { pid, file })
+        };
+        let file = File::open(&path).map_err(no_ns)?;
+        let m = file.metadata().map_err(no_ns)?;
+        Ok(Netns {
+            pid,
+            file,
+            id: (m.dev(), m.ino()),
+        })
     }
 
     /// Runs `f` on a new thread that has entered this namespace, and waits
@@ -41,6 +87,7 @@ impl Netns {
     {
         let fd = self.file.as_fd();
         let pid = self.pid;
+        let id = self.id;
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
@@ -50,6 +97,13 @@ impl Netns {
                             detail: format!("setns: {e}"),
                         }
                     })?;
+                    // Whatever `f` writes (global sysctls included) must
+                    // land in this namespace and nowhere else.
+                    if ns_id(Path::new("/proc/thread-self/ns/net")).ok() != Some(id) {
+                        return Err(DataplaneError::Internal(format!(
+                            "entered the wrong network namespace for pid {pid}"
+                        )));
+                    }
                     f()
                 })
                 .join()

@@ -6,13 +6,18 @@ use std::path::Path;
 
 use super::DataplaneError;
 
-/// Sets `key` (dotted form, e.g. `net.ipv4.conf.cali1.proxy_arp`).
+/// Sets `key` (dotted form, e.g. `net.ipv4.conf.cali1.proxy_arp`), read
+/// first: a value that is already right is never written (as netavark).
 pub fn set(key: &str, value: &str) -> Result<(), DataplaneError> {
     let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-    std::fs::write(&path, value).map_err(|e| DataplaneError::Sysctl {
+    let err = |e: std::io::Error| DataplaneError::Sysctl {
         key: key.to_string(),
         detail: e.to_string(),
-    })
+    };
+    if std::fs::read_to_string(&path).map_err(err)?.trim() == value {
+        return Ok(());
+    }
+    std::fs::write(&path, value).map_err(err)
 }
 
 /// Like `set`, but a failure is only logged (settings Felix also fixes,

@@ -115,27 +115,47 @@ pub fn find_pool<'p>(pools: &'p [Pool], what: &str) -> Option<&'p Pool> {
 }
 
 /// Deletes a pool with its (empty) blocks and their affinities. Refuses
-/// while any address of the pool is in use.
+/// while any block of the pool holds an address or is corrupt, naming them.
+///
+/// Every write is guarded on the block listing it was planned from (no
+/// block of the family created since) and on the pool document, while a
+/// claim is guarded on its pool document: a delete and a claim that race
+/// cannot both commit, so no allocation ever lives outside a pool.
 pub async fn delete_pool(ds: &Datastore, what: &str) -> anyhow::Result<Pool> {
     let pools = list_pools(ds).await?;
     let pool = find_pool(&pools, what)
         .ok_or_else(|| anyhow::anyhow!("no IP pool named or with CIDR '{what}'"))?
         .clone();
-    let blocks = ds
-        .read_batch(&[Read::Prefix(keys::blocks_prefix(pool.is_v6()))])
-        .await?
-        .remove(0);
-    let mut in_use = 0;
+    let prefix = keys::blocks_prefix(pool.is_v6());
+    let (mut r, listed_at) = ds
+        .read_batch_at(&[Read::Prefix(prefix.clone())], None)
+        .await?;
+    let blocks = r.remove(0);
+    let mut refused = Vec::new();
+    let mut in_use_total = 0;
     let mut batch = WriteBatch::new();
     let mut batches = Vec::new();
     for entry in &blocks {
-        let Some((cidr, mut doc)) = parse_block(entry) else {
+        // A key whose CIDR cannot be read cannot be placed in a pool.
+        let Some((cidr, doc)) = parse_block(entry) else {
             continue;
         };
         if !pool.cidr.contains(cidr.network()) {
             continue;
         }
-        in_use += BlockView::new(&mut doc).map_or(0, |v| v.in_use());
+        let mut doc = match doc {
+            Ok(d) => d,
+            Err(why) => {
+                refused.push(format!("{} is corrupt ({why})", entry.key));
+                continue;
+            }
+        };
+        let in_use = BlockView::new(&mut doc, &cidr).map_or(0, |v| v.in_use());
+        if in_use > 0 {
+            in_use_total += in_use;
+            refused.push(format!("{} holds {in_use}", entry.key));
+            continue;
+        }
         // Guarded: an allocation that lands meanwhile makes the delete fail.
         batch.delete(&entry.key, entry.mod_revision);
         if let Some(node) = doc
@@ -149,21 +169,26 @@ pub async fn delete_pool(ds: &Datastore, what: &str) -> anyhow::Result<Pool> {
             batches.push(std::mem::take(&mut batch));
         }
     }
-    if in_use > 0 {
+    if !refused.is_empty() {
         anyhow::bail!(
-            "pool {} ({}) still has {in_use} address(es) in use; release them first \
-             (see `calico-mesos ipam show`)",
+            "pool {} ({}) still has {in_use_total} address(es) in use or corrupt blocks: {}. \
+             Release the addresses first (see `calico-mesos ipam show`) and repair or delete \
+             corrupt blocks",
             pool.name,
-            pool.cidr
+            pool.cidr,
+            refused.join("; ")
         );
     }
     // The pool goes last, so an interrupted delete can simply be rerun.
     batch.delete(&keys::ip_pool(&pool.name), pool.doc.mod_revision);
     batches.push(batch);
-    for b in &batches {
+    for b in &mut batches {
+        b.require_no_keys_created_after(&prefix, listed_at)
+            .require_unchanged(&pool.doc.key, pool.doc.mod_revision);
         if !ds.commit(b).await? {
             anyhow::bail!(
-                "pool {} changed while it was being deleted (an address was allocated?); nothing more was deleted",
+                "pool {} changed while it was being deleted (an address was allocated or a \
+                 block claimed meanwhile); nothing more was deleted, try again",
                 pool.name
             );
         }
@@ -177,6 +202,9 @@ pub struct BlockUsage {
     pub affinity: Option<String>,
     pub in_use: usize,
     pub free: usize,
+    /// Why the document cannot be used, if it is corrupt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -208,10 +236,19 @@ pub async fn report(ds: &Datastore) -> anyhow::Result<IpamReport> {
     let mut by_pool: BTreeMap<String, Vec<BlockUsage>> = BTreeMap::new();
     let mut orphan_blocks = Vec::new();
     for entry in r.iter().flatten() {
-        let Some((cidr, mut doc)) = parse_block(entry) else {
+        let Some((cidr, doc)) = parse_block(entry) else {
             continue;
         };
-        let usage = usage_of(&cidr, &mut doc);
+        let usage = match doc {
+            Ok(mut doc) => usage_of(&cidr, &mut doc),
+            Err(why) => BlockUsage {
+                cidr: cidr.to_string(),
+                affinity: None,
+                in_use: 0,
+                free: 0,
+                corrupt: Some(why),
+            },
+        };
         match pools.iter().find(|p| p.cidr.contains(cidr.network())) {
             Some(p) => by_pool.entry(p.name.clone()).or_default().push(usage),
             None => orphan_blocks.push(usage),
@@ -243,11 +280,12 @@ pub async fn report(ds: &Datastore) -> anyhow::Result<IpamReport> {
 
 fn usage_of(cidr: &IpNetwork, doc: &mut AllocationBlock) -> BlockUsage {
     let affinity = doc.affinity.clone();
-    let (in_use, free) = BlockView::new(doc).map_or((0, 0), |v| (v.in_use(), v.free_count()));
+    let (in_use, free) = BlockView::new(doc, cidr).map_or((0, 0), |v| (v.in_use(), v.free_count()));
     BlockUsage {
         cidr: cidr.to_string(),
         affinity,
         in_use,
         free,
+        corrupt: None,
     }
 }

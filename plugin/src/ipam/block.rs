@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use ipnetwork::IpNetwork;
 
@@ -69,6 +70,78 @@ fn max_prefix(cidr: &IpNetwork) -> u8 {
     }
 }
 
+/// The invariant checks of [`BlockView::new`].
+pub fn check(doc: &AllocationBlock, key_cidr: &IpNetwork) -> Result<(), Corruption> {
+    let bad = |m: String| Err(Corruption(m));
+    let cidr: IpNetwork = match doc.cidr.parse() {
+        Ok(c) => c,
+        Err(_) => return bad(format!("cidr '{}' is not a CIDR", doc.cidr)),
+    };
+    if cidr != *key_cidr || cidr.network() != cidr.ip() {
+        return bad(format!(
+            "its cidr {} differs from its key's {key_cidr}",
+            doc.cidr
+        ));
+    }
+    let host_bits = max_prefix(&cidr) - cidr.prefix();
+    if host_bits > MAX_BLOCK_HOST_BITS {
+        return bad(format!("/{} is not a Calico block size", cidr.prefix()));
+    }
+    let size = 1usize << host_bits;
+    if doc.allocations.len() != size {
+        return bad(format!(
+            "{} allocation entries for a block of {size} addresses",
+            doc.allocations.len()
+        ));
+    }
+    if let Some((o, i)) = doc
+        .allocations
+        .iter()
+        .enumerate()
+        .find_map(|(o, a)| a.filter(|i| *i >= doc.attributes.len()).map(|i| (o, i)))
+    {
+        return bad(format!(
+            "allocation {o} points at attribute {i} of {}",
+            doc.attributes.len()
+        ));
+    }
+    let mut listed = vec![false; size];
+    for &o in &doc.unallocated {
+        if o >= size {
+            return bad(format!("unallocated ordinal {o} is outside the block"));
+        }
+        if listed[o] {
+            return bad(format!("unallocated lists ordinal {o} twice"));
+        }
+        if doc.allocations[o].is_some() {
+            return bad(format!("unallocated lists ordinal {o}, which is in use"));
+        }
+        listed[o] = true;
+    }
+    Ok(())
+}
+
+/// The current holder of one allocated address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holding {
+    pub ordinal: usize,
+    pub handle: Option<String>,
+    /// From the attribute's `timestamp` (None: not recorded or unreadable).
+    pub allocated_at: Option<SystemTime>,
+}
+
+/// When an allocation was made, from the `secondary.timestamp` the CNI
+/// plugin and this plugin write (`2026-01-09 09:20:11.482913044 +0000 UTC`).
+fn allocation_time(attr: &AllocationAttribute) -> Option<SystemTime> {
+    let text = attr.secondary.as_ref()?.get("timestamp")?;
+    let mut parts = text.split_whitespace();
+    let (date, time, offset) = (parts.next()?, parts.next()?, parts.next()?);
+    if offset != "+0000" {
+        return None;
+    }
+    humantime::parse_rfc3339(&format!("{date}T{time}Z")).ok()
+}
+
 /// Why a specific address cannot be assigned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AssignError {
@@ -76,20 +149,37 @@ pub enum AssignError {
     InUse,
 }
 
-/// A block with its parsed CIDR.
+/// Why a block document cannot be used (calico-datastore.md §1.7.2
+/// invariants 1–2): someone else's bad write or a half-restored backup.
+/// A corrupt block is never allocated from and never released into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption(pub String);
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A block whose document passed every invariant check, with its CIDR.
+/// Every index the methods below use was checked in `new`, so no input
+/// can push them out of bounds.
 pub struct BlockView<'a> {
     pub cidr: IpNetwork,
     pub doc: &'a mut AllocationBlock,
 }
 
 impl<'a> BlockView<'a> {
-    /// None for a document that is not a sane block (unparsable CIDR, a
-    /// size outside Calico's block sizes, allocations of the wrong length).
-    pub fn new(doc: &'a mut AllocationBlock) -> Option<Self> {
-        let cidr: IpNetwork = doc.cidr.parse().ok()?;
-        let host_bits = max_prefix(&cidr) - cidr.prefix();
-        (host_bits <= MAX_BLOCK_HOST_BITS && doc.allocations.len() == 1usize << host_bits)
-            .then_some(BlockView { cidr, doc })
+    /// Checks the document read under the key of `key_cidr`: its `cidr`
+    /// is the key's, a Calico block size, `allocations` as long as the
+    /// block, every allocation index inside `attributes`, and `unallocated`
+    /// in range, without repeats and disjoint from the allocated ordinals.
+    pub fn new(doc: &'a mut AllocationBlock, key_cidr: &IpNetwork) -> Result<Self, Corruption> {
+        check(doc, key_cidr)?;
+        Ok(BlockView {
+            cidr: *key_cidr,
+            doc,
+        })
     }
 
     pub fn free_count(&self) -> usize {
@@ -149,15 +239,15 @@ impl<'a> BlockView<'a> {
         self.doc.attributes.len() - 1
     }
 
-    /// Frees the given addresses; those already free are skipped. Returns
-    /// how many were freed per handle (None: an allocation without handle).
-    pub fn release(&mut self, ips: &[IpAddr]) -> BTreeMap<Option<String>, u64> {
-        let ordinals: Vec<usize> = ips
-            .iter()
-            .filter_map(|ip| ordinal_of(&self.cidr, *ip))
-            .filter(|o| self.doc.allocations[*o].is_some())
-            .collect();
-        self.free_ordinals(&ordinals)
+    /// Who holds `ip` now: None when it is outside the block or free.
+    pub fn holding(&self, ip: IpAddr) -> Option<Holding> {
+        let o = ordinal_of(&self.cidr, ip)?;
+        let attr = self.doc.attributes.get(self.doc.allocations[o]?);
+        Some(Holding {
+            ordinal: o,
+            handle: attr.and_then(|a| a.handle_id.clone()),
+            allocated_at: attr.and_then(allocation_time),
+        })
     }
 
     /// Frees every address held by `handle`; returns how many.
@@ -172,10 +262,12 @@ impl<'a> BlockView<'a> {
         self.free_ordinals(&ordinals).values().sum()
     }
 
-    fn free_ordinals(&mut self, ordinals: &[usize]) -> BTreeMap<Option<String>, u64> {
+    /// Frees the given ordinals (the caller decided they may go); free
+    /// ones are skipped. Returns how many were freed per handle.
+    pub fn free_ordinals(&mut self, ordinals: &[usize]) -> BTreeMap<Option<String>, u64> {
         let mut per_handle: BTreeMap<Option<String>, u64> = BTreeMap::new();
         for &o in ordinals {
-            let Some(idx) = self.doc.allocations[o].take() else {
+            let Some(idx) = self.doc.allocations.get_mut(o).and_then(Option::take) else {
                 continue;
             };
             let handle = self
@@ -272,7 +364,7 @@ mod tests {
     fn assign_release_and_compaction_keep_invariants() {
         let cidr: IpNetwork = "198.18.0.0/29".parse().unwrap();
         let mut doc = new_block(cidr, "n1", 100, "t".into());
-        let mut b = BlockView::new(&mut doc).unwrap();
+        let mut b = BlockView::new(&mut doc, &cidr).unwrap();
         let skip_first = |ip: IpAddr| ip == "198.18.0.0".parse::<IpAddr>().unwrap();
         let got = b.assign_next(2, &attr("a"), skip_first);
         assert_eq!(
@@ -305,25 +397,78 @@ mod tests {
         assert_eq!(&b.doc.unallocated[b.doc.unallocated.len() - 2..], &[1, 2]);
         invariants(b.doc);
 
-        let freed = b.release(&["198.18.0.5".parse().unwrap(), "198.18.0.6".parse().unwrap()]);
+        let held = b.holding("198.18.0.5".parse().unwrap()).unwrap();
+        assert_eq!(held.handle.as_deref(), Some("b"));
+        assert_eq!(b.holding("198.18.0.6".parse().unwrap()), None, "free");
+        let freed = b.free_ordinals(&[held.ordinal, 6]);
         assert_eq!(freed.get(&Some("b".to_string())), Some(&1));
         assert!(b.is_empty());
         invariants(b.doc);
     }
 
+    fn corrupt(edit: impl Fn(&mut AllocationBlock)) -> String {
+        let cidr: IpNetwork = "198.18.0.0/29".parse().unwrap();
+        let mut doc = new_block(cidr, "n1", 1, "t".into());
+        BlockView::new(&mut doc, &cidr)
+            .unwrap()
+            .assign("198.18.0.3".parse().unwrap(), &attr("a"))
+            .unwrap();
+        edit(&mut doc);
+        match BlockView::new(&mut doc, &cidr) {
+            Ok(_) => panic!("a corrupt block was accepted: {doc:?}"),
+            Err(e) => e.0,
+        }
+    }
+
     #[test]
-    fn absurd_block_documents_are_refused() {
+    fn corrupt_block_documents_are_refused() {
+        type Edit = Box<dyn Fn(&mut AllocationBlock)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|d| d.cidr = "fd00::/0".into()), "differs"),
+            (Box::new(|d| d.cidr = "198.18.0.8/29".into()), "differs"),
+            (Box::new(|d| d.cidr = "nonsense".into()), "not a CIDR"),
+            (Box::new(|d| d.allocations.push(None)), "allocation entries"),
+            (
+                Box::new(|d| d.allocations[5] = Some(7)),
+                "points at attribute",
+            ),
+            (Box::new(|d| d.unallocated.push(8)), "outside the block"),
+            (
+                Box::new(|d| d.unallocated.push(usize::MAX)),
+                "outside the block",
+            ),
+            (Box::new(|d| d.unallocated.push(0)), "twice"),
+            (Box::new(|d| d.unallocated.push(3)), "in use"),
+        ];
+        for (edit, why) in cases {
+            let reason = corrupt(edit);
+            assert!(reason.contains(why), "{reason} (wanted: {why})");
+        }
+        // A /0 under a /0 key is not a block size either.
+        let zero: IpNetwork = "fd00::/0".parse().unwrap();
         let mut doc = new_block("198.18.0.0/29".parse().unwrap(), "n1", 1, "t".into());
-        doc.cidr = "fd00::/0".into();
-        assert!(
-            BlockView::new(&mut doc).is_none(),
-            "a /0 block would overflow"
+        doc.cidr = "::/0".into();
+        assert!(BlockView::new(&mut doc, &"::/0".parse().unwrap()).is_err());
+        assert!(BlockView::new(&mut doc, &zero).is_err());
+    }
+
+    #[test]
+    fn allocation_times_come_from_the_cni_timestamp() {
+        let mut a = attr("a");
+        a.secondary.as_mut().unwrap().insert(
+            "timestamp".into(),
+            "2026-01-09 09:20:11.482913044 +0000 UTC".into(),
         );
-        doc.cidr = "198.18.0.0/28".into();
-        assert!(
-            BlockView::new(&mut doc).is_none(),
-            "allocations of the wrong length"
+        let t = allocation_time(&a).unwrap();
+        assert_eq!(
+            humantime::format_rfc3339_seconds(t).to_string(),
+            "2026-01-09T09:20:11Z"
         );
+        a.secondary
+            .as_mut()
+            .unwrap()
+            .insert("timestamp".into(), "yesterday".into());
+        assert_eq!(allocation_time(&a), None);
     }
 
     #[test]

@@ -2,18 +2,29 @@
 //! that a host claims (block + confirmed affinity), handles `mesos.<uid>`
 //! record what each container holds.
 //!
-//! Every request is planned against one snapshot and written in a single
-//! etcd transaction guarded by the mod revisions of everything it read
-//! (blocks, handles, affinities): concurrent plugins on many hosts can
-//! never hand out one address twice, and a failed request leaves nothing.
-//! A lost race re-reads and plans again.
+//! Every request is planned against one snapshot (all its reads pinned to
+//! one etcd revision) and written in a single etcd transaction guarded by
+//! the mod revisions of everything it read (blocks, handles, affinities,
+//! the pool of a claim): concurrent plugins on many hosts can never hand
+//! out one address twice, and a failed request leaves nothing. A lost race
+//! re-reads and plans again. The plugins of one host queue on a host lock
+//! (`lock.rs`) instead of racing each other.
+//!
+//! - `allocate.rs`: automatic and specific assignment;
+//! - `release.rs`: release by handle and by address;
+//! - `ownership.rs`: who may free an address;
+//! - `block.rs`, `plan.rs`: block invariants and one attempt's writes.
 
 pub mod admin;
+mod allocate;
 pub mod block;
+pub mod lock;
+pub mod ownership;
 pub mod plan;
 pub mod pools;
+mod release;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -25,9 +36,10 @@ use crate::datastore::model::{
     IpamConfig, IpamHandle, Node,
 };
 use crate::datastore::{keys, Datastore, DatastoreError, RawEntry, Read, Versioned};
-use block::{block_cidr_for, host_affinity, AssignError, BlockView};
-use plan::Plan;
-use pools::{pool_containing, Pool};
+use lock::HostLock;
+use pools::Pool;
+
+pub use release::Released;
 
 /// libcalico-go's `datastoreRetries`.
 const MAX_ATTEMPTS: usize = 100;
@@ -59,6 +71,13 @@ pub enum IpamError {
         "IP '{ip}' is in block {block}, which belongs to another host, and strict affinity is on."
     )]
     ForeignBlock { ip: IpAddr, block: IpNetwork },
+    #[error(
+        "IPAM block {key} is corrupt ({reason}); refusing to use it. `calico-mesos ipam show` \
+         lists the blocks; repair or delete the document"
+    )]
+    CorruptBlock { key: String, reason: String },
+    #[error("{0}")]
+    Lock(String),
     #[error("gave up after {0} attempts: other writers kept changing the same IPAM data")]
     Contention(usize),
     #[error(transparent)]
@@ -80,15 +99,24 @@ pub fn handle_for_uid(uid: &str) -> String {
     format!("mesos.{uid}")
 }
 
-/// What one attempt needs, read in one round trip.
+/// One affinity key of this node.
+#[derive(Debug, Clone)]
+struct Affinity {
+    cidr: IpNetwork,
+    doc: BlockAffinity,
+    mod_revision: i64,
+}
+
+/// What one attempt needs, read in one round trip at `revision`.
 struct Snapshot {
+    revision: i64,
     pools: Vec<Pool>,
     config: IpamConfig,
     reserved: Vec<IpNetwork>,
     node_labels: BTreeMap<String, String>,
     handle: Option<Versioned<IpamHandle>>,
     /// This node's affinities per family (index 0: v4, 1: v6).
-    affinities: [Vec<(IpNetwork, BlockAffinity)>; 2],
+    affinities: [Vec<Affinity>; 2],
 }
 
 impl Snapshot {
@@ -102,6 +130,12 @@ impl Snapshot {
             .filter(|p| p.is_v6() == v6 && p.usable_for_auto(&self.node_labels, settings))
             .collect()
     }
+
+    fn affinity(&self, cidr: &IpNetwork) -> Option<&Affinity> {
+        self.affinities[usize::from(cidr.is_ipv6())]
+            .iter()
+            .find(|a| a.cidr == *cidr)
+    }
 }
 
 pub struct Ipam<'a> {
@@ -110,16 +144,21 @@ pub struct Ipam<'a> {
     settings: &'a IpamSettings,
 }
 
-/// The outcome of planning one attempt.
-enum Planned<T> {
-    Ready(T),
-    /// Another local client is mid-claim: wait and plan again.
-    Wait,
-}
-
 impl<'a> Ipam<'a> {
     pub fn new(ds: &'a Datastore, node: &'a str, settings: &'a IpamSettings) -> Self {
         Ipam { ds, node, settings }
+    }
+
+    /// Queues behind the other plugins of this host for one IPAM
+    /// plan-and-commit; held until the returned guard drops.
+    async fn host_lock(&self) -> Result<HostLock> {
+        HostLock::acquire(
+            &self.settings.lock_dir,
+            self.node,
+            Duration::from_millis(self.settings.lock_timeout_ms),
+        )
+        .await
+        .map_err(IpamError::Lock)
     }
 
     /// Reads everything an attempt needs; fails if Calico is not ready.
@@ -134,7 +173,7 @@ impl<'a> Ipam<'a> {
             Read::Prefix(keys::host_affinities_prefix(self.node, true)),
             Read::Key(keys::handle(handle_id.unwrap_or("-"))),
         ];
-        let r = self.ds.read_batch(&reads).await?;
+        let (r, revision) = self.ds.read_batch_at(&reads, None).await?;
         let node = check_ready(&r[0], &r[1], self.node)?;
         let config = match r[2].first() {
             Some(e) => e.decode::<IpamConfig>()?.value,
@@ -158,6 +197,7 @@ impl<'a> Ipam<'a> {
             _ => None,
         };
         Ok(Snapshot {
+            revision,
             pools,
             config,
             reserved,
@@ -180,372 +220,6 @@ impl<'a> Ipam<'a> {
             .await?;
         check_ready(&r[0], &r[1], self.node).map(|n| n.value)
     }
-
-    /// Picks `num_v4` + `num_v6` free addresses for `handle_id`, plus the
-    /// `specific` ones (which must be free): all or nothing.
-    pub async fn allocate(
-        &self,
-        handle_id: &str,
-        num_v4: u32,
-        num_v6: u32,
-        specific: &[IpAddr],
-    ) -> Result<Vec<IpAddr>> {
-        let attr = attribute(handle_id, self.node);
-        for attempt in 0..MAX_ATTEMPTS {
-            let snap = self.snapshot(Some(handle_id)).await?;
-            let mut plan = Plan::new(self.node, handle_id, snap.handle.clone());
-            let mut got = self
-                .plan_specific(&mut plan, &snap, specific, &attr)
-                .await?;
-            let mut waiting = false;
-            for (v6, n) in [(false, num_v4), (true, num_v6)] {
-                if n == 0 {
-                    continue;
-                }
-                match self
-                    .plan_auto(&mut plan, &snap, v6, n as usize, &attr)
-                    .await?
-                {
-                    Planned::Ready(ips) => got.extend(ips),
-                    Planned::Wait => waiting = true,
-                }
-            }
-            if !waiting && self.ds.commit(&plan.into_batch()).await? {
-                return Ok(got);
-            }
-            tracing::debug!(attempt, waiting, "IPAM write lost a race; planning again");
-            backoff(attempt).await;
-        }
-        Err(IpamError::Contention(MAX_ATTEMPTS))
-    }
-
-    /// Assigns specific addresses (reserve, static IPs) to the plan.
-    async fn plan_specific(
-        &self,
-        plan: &mut Plan,
-        snap: &Snapshot,
-        ips: &[IpAddr],
-        attr: &AllocationAttribute,
-    ) -> Result<Vec<IpAddr>> {
-        let mut cidrs = Vec::with_capacity(ips.len());
-        for ip in ips {
-            let pool = pool_containing(&snap.pools, *ip).ok_or(IpamError::NotInPool(*ip))?;
-            cidrs.push(block_cidr_for(*ip, pool.block_size));
-        }
-        plan.load_blocks(self.ds, &cidrs).await?;
-        for (ip, cidr) in ips.iter().zip(&cidrs) {
-            if !plan.has_block(cidr) {
-                // Nobody holds this block yet: claim it for this host.
-                plan.claim_block(*cidr, &snap.affinities);
-            }
-            let mine = host_affinity(self.node);
-            let block = plan.block_mut(cidr);
-            if snap.config.strict_affinity && block.affinity.as_deref() != Some(mine.as_str()) {
-                return Err(IpamError::ForeignBlock {
-                    ip: *ip,
-                    block: *cidr,
-                });
-            }
-            let mut view = BlockView::new(block).ok_or_else(|| corrupt_block(cidr))?;
-            match view.assign(*ip, attr) {
-                Ok(()) => {
-                    plan.mark_changed(cidr);
-                    plan.count_handle(cidr, 1);
-                }
-                Err(AssignError::InUse) => return Err(IpamError::InUse(*ip)),
-                Err(AssignError::OutsideBlock) => return Err(corrupt_block(cidr)),
-            }
-        }
-        Ok(ips.to_vec())
-    }
-
-    /// Picks `n` addresses of one family: this host's blocks first, then a
-    /// newly claimed block, then (only if enabled) other hosts' blocks.
-    async fn plan_auto(
-        &self,
-        plan: &mut Plan,
-        snap: &Snapshot,
-        v6: bool,
-        n: usize,
-        attr: &AllocationAttribute,
-    ) -> Result<Planned<Vec<IpAddr>>> {
-        let pools = snap.usable_pools(v6, self.settings);
-        if pools.is_empty() {
-            return Err(IpamError::NoPool {
-                family: family_name(v6),
-                node: self.node.to_string(),
-            });
-        }
-        let in_usable_pool = |c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network()));
-        let affinities = &snap.affinities[usize::from(v6)];
-        let mine: Vec<IpNetwork> = affinities
-            .iter()
-            .filter(|(c, a)| a.is_confirmed() && in_usable_pool(c))
-            .map(|(c, _)| *c)
-            .collect();
-        let someone_claiming = affinities.iter().any(|(_, a)| a.is_pending());
-        plan.load_blocks(self.ds, &mine).await?;
-
-        let mut got = Vec::with_capacity(n);
-        let owner = host_affinity(self.node);
-        for cidr in &mine {
-            if got.len() == n {
-                break;
-            }
-            if !plan.has_block(cidr) {
-                continue; // stale affinity without a block
-            }
-            let block = plan.block_mut(cidr);
-            if block.affinity.as_deref() != Some(owner.as_str()) {
-                continue; // stale affinity: the block is someone else's
-            }
-            got.extend(self.take(plan, cidr, n - got.len(), snap, attr)?);
-        }
-
-        // Claim new blocks while short.
-        if got.len() < n && snap.config.auto_allocate() {
-            let mut existing: Option<BTreeSet<IpNetwork>> = None;
-            while got.len() < n {
-                let owned = affinities.len() + plan.claimed_count(v6);
-                if owned as u32 >= snap.config.block_limit() {
-                    break;
-                }
-                if existing.is_none() {
-                    existing = Some(self.block_cidrs(v6).await?);
-                }
-                let taken = existing.as_ref().expect("loaded above");
-                let Some(cidr) = find_free_block(&pools, taken, plan, snap) else {
-                    break;
-                };
-                plan.claim_block(cidr, &snap.affinities);
-                got.extend(self.take(plan, &cidr, n - got.len(), snap, attr)?);
-            }
-        }
-
-        if got.len() < n && self.settings.borrow && !snap.config.strict_affinity {
-            got.extend(
-                self.plan_borrow(plan, snap, &pools, n - got.len(), attr)
-                    .await?,
-            );
-        }
-
-        if got.len() < n {
-            if someone_claiming {
-                return Ok(Planned::Wait);
-            }
-            return Err(IpamError::Exhausted {
-                family: family_name(v6),
-                node: self.node.to_string(),
-                limit: snap.config.block_limit(),
-            });
-        }
-        Ok(Planned::Ready(got))
-    }
-
-    /// Takes up to `n` free, unreserved addresses from a planned block.
-    fn take(
-        &self,
-        plan: &mut Plan,
-        cidr: &IpNetwork,
-        n: usize,
-        snap: &Snapshot,
-        attr: &AllocationAttribute,
-    ) -> Result<Vec<IpAddr>> {
-        let block = plan.block_mut(cidr);
-        let mut view = BlockView::new(block).ok_or_else(|| corrupt_block(cidr))?;
-        let ips = view.assign_next(n, attr, |ip| snap.is_reserved(ip));
-        if !ips.is_empty() {
-            plan.mark_changed(cidr);
-            plan.count_handle(cidr, ips.len() as u64);
-        }
-        Ok(ips)
-    }
-
-    /// Non-strict fallback: addresses from any block of a usable pool.
-    async fn plan_borrow(
-        &self,
-        plan: &mut Plan,
-        snap: &Snapshot,
-        pools: &[&Pool],
-        n: usize,
-        attr: &AllocationAttribute,
-    ) -> Result<Vec<IpAddr>> {
-        let v6 = pools[0].is_v6();
-        let mut others: Vec<IpNetwork> = self
-            .block_cidrs(v6)
-            .await?
-            .into_iter()
-            .filter(|c| pools.iter().any(|p| p.cidr.contains(c.network())))
-            .collect();
-        fastrand::shuffle(&mut others);
-        plan.load_blocks(self.ds, &others).await?;
-        let mut got = Vec::new();
-        for cidr in &others {
-            if got.len() == n {
-                break;
-            }
-            if plan.has_block(cidr) {
-                got.extend(self.take(plan, cidr, n - got.len(), snap, attr)?);
-            }
-        }
-        if !got.is_empty() {
-            tracing::info!(
-                count = got.len(),
-                "borrowed addresses from other hosts' blocks"
-            );
-        }
-        Ok(got)
-    }
-
-    /// Every block CIDR of one family (keys only).
-    async fn block_cidrs(&self, v6: bool) -> Result<BTreeSet<IpNetwork>> {
-        Ok(self
-            .ds
-            .list_keys(&keys::blocks_prefix(v6))
-            .await?
-            .iter()
-            .filter_map(|k| keys::cidr_from_key(k))
-            .collect())
-    }
-
-    /// Releases every address held by `handle_id`. Releasing what is already
-    /// free succeeds.
-    pub async fn release_handle(&self, handle_id: &str) -> Result<u64> {
-        for attempt in 0..MAX_ATTEMPTS {
-            let Some(handle) = self.ds.get::<IpamHandle>(&keys::handle(handle_id)).await? else {
-                return Ok(0);
-            };
-            let cidrs: Vec<IpNetwork> = handle
-                .value
-                .block
-                .keys()
-                .filter_map(|c| c.parse().ok())
-                .collect();
-            let mut plan = Plan::new(self.node, handle_id, Some(handle));
-            plan.load_blocks(self.ds, &cidrs).await?;
-            let mut freed = 0;
-            for cidr in &cidrs {
-                if !plan.has_block(cidr) {
-                    continue; // a missing block counts as released
-                }
-                let mut view =
-                    BlockView::new(plan.block_mut(cidr)).ok_or_else(|| corrupt_block(cidr))?;
-                let n = view.release_handle(handle_id);
-                if n > 0 {
-                    freed += n;
-                    plan.mark_changed(cidr);
-                }
-            }
-            plan.drop_handle();
-            if self.ds.commit(&plan.into_batch()).await? {
-                return Ok(freed);
-            }
-            backoff(attempt).await;
-        }
-        Err(IpamError::Contention(MAX_ATTEMPTS))
-    }
-
-    /// Releases specific addresses, whoever holds them. Already-free ones
-    /// are skipped. Returns how many were freed.
-    pub async fn release_ips(&self, ips: &[IpAddr]) -> Result<u64> {
-        if ips.is_empty() {
-            return Ok(0);
-        }
-        for attempt in 0..MAX_ATTEMPTS {
-            let pools: Vec<Pool> = self
-                .ds
-                .read_batch(&[Read::Prefix(keys::ip_pools_prefix())])
-                .await?
-                .remove(0)
-                .iter()
-                .filter_map(Pool::from_entry)
-                .collect();
-            let mut by_block: BTreeMap<IpNetwork, Vec<IpAddr>> = BTreeMap::new();
-            let mut strays = Vec::new();
-            for ip in ips {
-                match pool_containing(&pools, *ip) {
-                    Some(p) => by_block
-                        .entry(block_cidr_for(*ip, p.block_size))
-                        .or_default()
-                        .push(*ip),
-                    None => strays.push(*ip),
-                }
-            }
-            // Addresses in no pool: find their blocks by scanning.
-            for ip in strays {
-                let all = self.block_cidrs(ip.is_ipv6()).await?;
-                if let Some(c) = all.iter().find(|c| c.contains(ip)) {
-                    by_block.entry(*c).or_default().push(ip);
-                }
-            }
-            let cidrs: Vec<IpNetwork> = by_block.keys().copied().collect();
-            let mut plan = Plan::new(self.node, "", None);
-            plan.load_blocks(self.ds, &cidrs).await?;
-            let mut per_handle: BTreeMap<String, BTreeMap<IpNetwork, u64>> = BTreeMap::new();
-            let mut freed = 0;
-            for (cidr, block_ips) in &by_block {
-                if !plan.has_block(cidr) {
-                    continue;
-                }
-                let mut view =
-                    BlockView::new(plan.block_mut(cidr)).ok_or_else(|| corrupt_block(cidr))?;
-                let released = view.release(block_ips);
-                if !released.is_empty() {
-                    plan.mark_changed(cidr);
-                }
-                for (handle, count) in released {
-                    freed += count;
-                    if let Some(h) = handle {
-                        *per_handle.entry(h).or_default().entry(*cidr).or_default() += count;
-                    }
-                }
-            }
-            if freed == 0 {
-                return Ok(0);
-            }
-            let handle_keys: Vec<String> = per_handle.keys().map(|h| keys::handle(h)).collect();
-            let handles = self.ds.get_many::<IpamHandle>(&handle_keys).await?;
-            for ((id, counts), doc) in per_handle.iter().zip(handles) {
-                plan.decrement_handle(id, doc, counts);
-            }
-            if self.ds.commit(&plan.into_batch()).await? {
-                return Ok(freed);
-            }
-            backoff(attempt).await;
-        }
-        Err(IpamError::Contention(MAX_ATTEMPTS))
-    }
-}
-
-/// A block CIDR no block or affinity uses yet, searched from a random
-/// start in each pool so that hosts claiming at once rarely collide.
-fn find_free_block(
-    pools: &[&Pool],
-    taken: &BTreeSet<IpNetwork>,
-    plan: &Plan,
-    snap: &Snapshot,
-) -> Option<IpNetwork> {
-    for pool in pools {
-        let count = pool.block_count();
-        let start = fastrand::u128(0..count);
-        // Each taken block (or fully reserved one) can push the search one
-        // step on, so a pool with a free block yields it within this reach.
-        let reach = count.min(taken.len() as u128 + plan.block_total() as u128 + 1024);
-        for step in 0..reach {
-            let cidr = pool.block_at((start + step) % count);
-            if taken.contains(&cidr) || plan.has_block(&cidr) {
-                continue;
-            }
-            let all_reserved = snap
-                .reserved
-                .iter()
-                .any(|r| r.prefix() <= cidr.prefix() && r.contains(cidr.network()));
-            if !all_reserved {
-                return Some(cidr);
-            }
-        }
-    }
-    None
 }
 
 fn check_ready(cluster: &[RawEntry], node: &[RawEntry], name: &str) -> Result<Versioned<Node>> {
@@ -571,13 +245,17 @@ fn check_ready(cluster: &[RawEntry], node: &[RawEntry], name: &str) -> Result<Ve
     }
 }
 
-fn parse_affinities(entries: &[RawEntry]) -> Vec<(IpNetwork, BlockAffinity)> {
+fn parse_affinities(entries: &[RawEntry]) -> Vec<Affinity> {
     entries
         .iter()
         .filter_map(|e| {
             let cidr = keys::cidr_from_key(&e.key)?;
-            let aff = BlockAffinity::parse(&e.value).ok()?;
-            Some((cidr, aff))
+            let doc = BlockAffinity::parse(&e.value).ok()?;
+            Some(Affinity {
+                cidr,
+                doc,
+                mod_revision: e.mod_revision,
+            })
         })
         .collect()
 }
@@ -588,11 +266,11 @@ fn parse_cidr_or_ip(text: &str) -> Option<IpNetwork> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNetwork::from))
 }
 
-fn corrupt_block(cidr: &IpNetwork) -> IpamError {
-    IpamError::Datastore(DatastoreError::Corrupt {
+fn corrupt_block(cidr: &IpNetwork, reason: impl std::fmt::Display) -> IpamError {
+    IpamError::CorruptBlock {
         key: keys::block(cidr),
-        detail: "allocations do not match the block size".into(),
-    })
+        reason: reason.to_string(),
+    }
 }
 
 /// The attribute every address of one request shares (§1.7.2).
@@ -616,13 +294,28 @@ fn go_style_timestamp() -> String {
     )
 }
 
+/// Whether a failed attempt may simply be planned again.
+fn is_retryable(e: &IpamError) -> bool {
+    matches!(e, IpamError::Datastore(DatastoreError::Compacted))
+}
+
 async fn backoff(attempt: usize) {
     let cap = 5 + 5 * attempt.min(10) as u64;
     tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
 }
 
-/// Helper for reports: a block's CIDR and document.
-pub fn parse_block(entry: &RawEntry) -> Option<(IpNetwork, AllocationBlock)> {
-    let doc: AllocationBlock = entry.decode().ok()?.value;
-    Some((doc.cidr.parse().ok()?, doc))
+/// Helper for reports: a block's CIDR (from its key) and its document,
+/// or why it is corrupt.
+pub fn parse_block(
+    entry: &RawEntry,
+) -> Option<(IpNetwork, std::result::Result<AllocationBlock, String>)> {
+    let cidr = keys::cidr_from_key(&entry.key)?;
+    let doc = entry
+        .decode::<AllocationBlock>()
+        .map_err(|e| format!("not a block document: {e}"))
+        .and_then(|d| {
+            block::check(&d.value, &cidr).map_err(|c| c.0)?;
+            Ok(d.value)
+        });
+    Some((cidr, doc))
 }

@@ -8,9 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 
-use super::block::{new_block, BlockView};
+use super::block::{new_block, BlockView, Corruption};
 use crate::datastore::model::{AllocationBlock, BlockAffinity, IpamHandle};
-use crate::datastore::{keys, Datastore, Result, Versioned, WriteBatch};
+use crate::datastore::{keys, Datastore, Read, Result, Versioned, WriteBatch};
 
 struct PlannedBlock {
     doc: AllocationBlock,
@@ -24,14 +24,39 @@ struct PlannedHandle {
     mod_revision: Option<i64>,
 }
 
+/// A block the plan wants to claim for its node.
+struct Claim {
+    cidr: IpNetwork,
+    /// Some: a stale affinity of ours (its block vanished) at this
+    /// revision, rewritten only if nobody changed it meanwhile (e.g.
+    /// `calicoctl ipam release` marking it pendingDeletion).
+    stale_affinity: Option<i64>,
+}
+
+/// What a plan holds for one block CIDR.
+pub enum BlockState<'a> {
+    /// No such block in etcd (and none planned).
+    Missing,
+    /// The document breaks an invariant: never allocate from it or
+    /// release into it.
+    Corrupt(Corruption),
+    Ready(BlockView<'a>),
+}
+
 pub struct Plan {
     node: String,
     handle_id: String,
     now_ns: u64,
+    /// The etcd revision every read of this attempt is pinned to, so the
+    /// plan sees one consistent snapshot (None: the latest).
+    revision: Option<i64>,
     blocks: BTreeMap<IpNetwork, PlannedBlock>,
-    /// Affinities to create; `true` marks a stale one of ours (its block
-    /// vanished) that is rewritten instead.
-    claims: Vec<(IpNetwork, bool)>,
+    corrupt: BTreeMap<IpNetwork, Corruption>,
+    claims: Vec<Claim>,
+    /// Pools a claim was planned in, with the revision they were read at:
+    /// a claim commits only while its pool is unchanged, so it can never
+    /// land in a pool that `pool delete` just removed.
+    pool_guards: BTreeMap<String, i64>,
     /// Handles to write, by id. `handle_id`'s own is here too.
     handles: BTreeMap<String, PlannedHandle>,
     /// Handles to delete, with their revision.
@@ -41,7 +66,12 @@ pub struct Plan {
 impl Plan {
     /// A plan for `handle_id` (empty: no handle of its own), starting from
     /// its current document if it exists.
-    pub fn new(node: &str, handle_id: &str, handle: Option<Versioned<IpamHandle>>) -> Self {
+    pub fn new(
+        node: &str,
+        handle_id: &str,
+        handle: Option<Versioned<IpamHandle>>,
+        revision: Option<i64>,
+    ) -> Self {
         let mut handles = BTreeMap::new();
         if !handle_id.is_empty() {
             let (doc, mod_revision) = match handle {
@@ -57,52 +87,86 @@ impl Plan {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0),
+            revision,
             blocks: BTreeMap::new(),
+            corrupt: BTreeMap::new(),
             claims: Vec::new(),
+            pool_guards: BTreeMap::new(),
             handles,
             dropped_handles: Vec::new(),
         }
     }
 
-    /// Reads the blocks not yet in the plan, in one round trip. Absent
-    /// blocks simply stay absent.
+    /// Reads the blocks not yet in the plan, in one round trip, at the
+    /// plan's revision. Absent blocks simply stay absent; documents that
+    /// cannot be parsed or break an invariant are remembered as corrupt.
     pub async fn load_blocks(&mut self, ds: &Datastore, cidrs: &[IpNetwork]) -> Result<()> {
         let mut wanted: Vec<IpNetwork> = cidrs
             .iter()
-            .filter(|c| !self.blocks.contains_key(c))
+            .filter(|c| !self.has_block(c))
             .copied()
             .collect();
         wanted.sort();
         wanted.dedup();
-        let keys: Vec<String> = wanted.iter().map(keys::block).collect();
-        let docs = ds.get_many::<AllocationBlock>(&keys).await?;
-        for (cidr, doc) in wanted.into_iter().zip(docs) {
-            if let Some(doc) = doc {
-                self.blocks.insert(
-                    cidr,
-                    PlannedBlock {
-                        doc: doc.value,
-                        mod_revision: Some(doc.mod_revision),
-                        changed: false,
-                    },
-                );
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let reads: Vec<Read> = wanted.iter().map(|c| Read::Key(keys::block(c))).collect();
+        let (entries, _) = ds.read_batch_at(&reads, self.revision).await?;
+        for (cidr, entry) in wanted.into_iter().zip(entries) {
+            let Some(entry) = entry.first() else {
+                continue;
+            };
+            let checked = entry
+                .decode::<AllocationBlock>()
+                .map_err(|e| Corruption(format!("not a block document: {e}")))
+                .and_then(|doc| {
+                    super::block::check(&doc.value, &cidr)?;
+                    Ok(doc)
+                });
+            match checked {
+                Ok(doc) => {
+                    self.blocks.insert(
+                        cidr,
+                        PlannedBlock {
+                            doc: doc.value,
+                            mod_revision: Some(doc.mod_revision),
+                            changed: false,
+                        },
+                    );
+                }
+                Err(why) => {
+                    tracing::warn!(key = %entry.key, reason = %why, "corrupt IPAM block: not used");
+                    self.corrupt.insert(cidr, why);
+                }
             }
         }
         Ok(())
     }
 
+    /// True when the block exists (usable or corrupt) or is planned.
     pub fn has_block(&self, cidr: &IpNetwork) -> bool {
-        self.blocks.contains_key(cidr)
+        self.blocks.contains_key(cidr) || self.corrupt.contains_key(cidr)
     }
 
     /// A loaded block. Whoever changes it calls `mark_changed`: only
     /// changed blocks are written.
-    pub fn block_mut(&mut self, cidr: &IpNetwork) -> &mut AllocationBlock {
-        &mut self
-            .blocks
-            .get_mut(cidr)
-            .expect("block loaded before use")
-            .doc
+    pub fn block(&mut self, cidr: &IpNetwork) -> BlockState<'_> {
+        if let Some(why) = self.corrupt.get(cidr) {
+            return BlockState::Corrupt(why.clone());
+        }
+        match self.blocks.get_mut(cidr) {
+            None => BlockState::Missing,
+            Some(b) => match BlockView::new(&mut b.doc, cidr) {
+                Ok(view) => BlockState::Ready(view),
+                Err(why) => BlockState::Corrupt(why),
+            },
+        }
+    }
+
+    /// The affinity the loaded block names (None: missing or corrupt).
+    pub fn block_affinity(&self, cidr: &IpNetwork) -> Option<&str> {
+        self.blocks.get(cidr)?.doc.affinity.as_deref()
     }
 
     pub fn mark_changed(&mut self, cidr: &IpNetwork) {
@@ -120,16 +184,21 @@ impl Plan {
     pub fn claimed_count(&self, v6: bool) -> usize {
         self.claims
             .iter()
-            .filter(|(c, _)| c.is_ipv6() == v6)
+            .filter(|c| c.cidr.is_ipv6() == v6)
             .count()
     }
 
     /// Creates `cidr` for this node, with its confirmed affinity, in the
-    /// same transaction (the end state of libcalico-go's claim sequence).
+    /// same transaction (the end state of libcalico-go's claim sequence),
+    /// guarded on the pool `pool_key` still being at `pool_revision`.
+    /// `stale_affinity`: the revision of an affinity of ours whose block is
+    /// gone (a crashed claim), which is rewritten under that guard.
     pub fn claim_block(
         &mut self,
         cidr: IpNetwork,
-        affinities: &[Vec<(IpNetwork, BlockAffinity)>; 2],
+        stale_affinity: Option<i64>,
+        pool_key: String,
+        pool_revision: i64,
     ) {
         let claim_time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let doc = new_block(cidr, &self.node, self.now_ns, claim_time);
@@ -141,12 +210,11 @@ impl Plan {
                 changed: true,
             },
         );
-        // An affinity of ours without a block (a crashed claim) is rewritten;
-        // the block's absence is still guarded.
-        let stale = affinities[usize::from(cidr.is_ipv6())]
-            .iter()
-            .any(|(c, _)| *c == cidr);
-        self.claims.push((cidr, stale));
+        self.claims.push(Claim {
+            cidr,
+            stale_affinity,
+        });
+        self.pool_guards.insert(pool_key, pool_revision);
     }
 
     /// Records `n` more addresses of `cidr` under the plan's handle.
@@ -227,7 +295,7 @@ impl Plan {
                     batch.create(&key, &b.doc);
                 }
                 (true, Some(rev)) => {
-                    let empty = BlockView::new(&mut b.doc).is_none_or(|v| v.is_empty());
+                    let empty = b.doc.allocations.iter().all(Option::is_none);
                     if empty && b.doc.affinity.is_none() {
                         // Empty and nobody's: libcalico-go deletes it too.
                         batch.delete(&key, rev);
@@ -238,14 +306,12 @@ impl Plan {
                 }
             }
         }
-        for (cidr, stale) in &self.claims {
-            let key = keys::block_affinity(&self.node, cidr);
-            if *stale {
-                // The block's absence guard already serialises this claim.
-                batch.put(&key, &BlockAffinity::confirmed());
-            } else {
-                batch.create(&key, &BlockAffinity::confirmed());
-            }
+        for claim in &self.claims {
+            let key = keys::block_affinity(&self.node, &claim.cidr);
+            batch.upsert(&key, claim.stale_affinity, &BlockAffinity::confirmed());
+        }
+        for (key, rev) in &self.pool_guards {
+            batch.require_unchanged(key, *rev);
         }
         for (id, h) in self.handles {
             if h.doc.block.is_empty() {

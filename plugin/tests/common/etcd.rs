@@ -17,6 +17,19 @@ pub struct Member {
     pub client_url: String,
     peer_url: String,
     child: Option<Child>,
+    /// How it was started, to start it again after a kill.
+    args: Vec<std::ffi::OsString>,
+}
+
+/// The host-lock directory the plugins of a test share (derived from the
+/// etcd endpoints, so every `Plugin` of one test finds the same one);
+/// removed with the test's etcd.
+pub fn lock_dir_for(endpoints: &str) -> std::path::PathBuf {
+    let tag: String = endpoints
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::env::temp_dir().join(format!("calico-mesos-locks-{tag}"))
 }
 
 pub struct Etcd {
@@ -152,6 +165,18 @@ fn data_root() -> tempfile::TempDir {
     }
 }
 
+impl Member {
+    fn spawn(&mut self) {
+        let child = Command::new("etcd")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd is installed (ci/setup installs etcd-server)");
+        self.child = Some(child);
+    }
+}
+
 impl Etcd {
     /// One server, ready to serve.
     pub fn start() -> Etcd {
@@ -183,6 +208,7 @@ impl Etcd {
                 client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
                 peer_url: format!("http://127.0.0.1:{}", free_port()),
                 child: None,
+                args: Vec::new(),
             })
             .collect();
         let initial: Vec<String> = members
@@ -196,8 +222,7 @@ impl Etcd {
                 cmd.args(["--cert-file", &t.server_cert, "--key-file", &t.server_key])
                     .args(["--trusted-ca-file", &t.ca, "--client-cert-auth"]);
             }
-            let child = cmd
-                .args(["--name", &m.name])
+            cmd.args(["--name", &m.name])
                 .arg("--data-dir")
                 .arg(dir.path().join(&m.name))
                 .args(["--listen-client-urls", &m.client_url])
@@ -208,12 +233,9 @@ impl Etcd {
                 .args(["--initial-cluster-token", &id])
                 .args(["--heartbeat-interval", heartbeat])
                 .args(["--election-timeout", election])
-                .args(["--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("etcd is installed (ci/setup installs etcd-server)");
-            m.child = Some(child);
+                .args(["--log-level", "error"]);
+            m.args = cmd.get_args().map(|a| a.to_os_string()).collect();
+            m.spawn();
         }
         let etcd = Etcd {
             members,
@@ -262,6 +284,16 @@ impl Etcd {
             .map(|m| m.client_url.as_str())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Starts every killed member again, on its old data, and waits for it.
+    pub fn restart(&mut self) {
+        for m in &mut self.members {
+            if m.child.is_none() {
+                m.spawn();
+            }
+        }
+        self.wait_ready();
     }
 
     /// Kills member `i` (failover tests).
@@ -321,6 +353,37 @@ impl Etcd {
 
     pub fn delete(&self, key: &str) {
         self.etcdctl(&["del", key]);
+    }
+
+    /// etcd's own count of KV calls served so far, by method (`Txn`,
+    /// `Range`, `Put`, `DeleteRange`), summed over the members: read from
+    /// each member's `/metrics` (plain http only).
+    pub fn kv_calls(&self) -> BTreeMap<String, u64> {
+        use std::io::{Read, Write};
+        let mut out = BTreeMap::new();
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            let addr = m.client_url.trim_start_matches("http://");
+            let mut conn = std::net::TcpStream::connect(addr).expect("etcd metrics");
+            write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+            let mut text = String::new();
+            conn.read_to_string(&mut text).unwrap();
+            for line in text.lines() {
+                let Some(rest) = line.strip_prefix("grpc_server_handled_total{") else {
+                    continue;
+                };
+                if !rest.contains("grpc_service=\"etcdserverpb.KV\"") {
+                    continue;
+                }
+                let method = rest
+                    .split("grpc_method=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?");
+                let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap_or(0.0);
+                *out.entry(method.to_string()).or_default() += n as u64;
+            }
+        }
+        out
     }
 
     /// The store's revision: unchanged means nothing was written.
@@ -383,5 +446,6 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(lock_dir_for(&self.endpoints()));
     }
 }

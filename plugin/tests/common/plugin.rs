@@ -77,6 +77,35 @@ impl Plugin {
         self.dir.path().join("calico-mesos.toml")
     }
 
+    /// One more environment variable for every run.
+    pub fn with_env(mut self, key: &str, value: &str) -> Plugin {
+        self.extra_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs one request and returns the raw process output: for runs that
+    /// are killed and answer nothing (fault points).
+    pub fn run_raw(&self, req: &Value) -> Output {
+        let mut child = self
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("plugin starts");
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(req.to_string().as_bytes());
+        child.wait_with_output().expect("plugin runs")
+    }
+
+    /// Replaces the plugin's config file.
+    pub fn set_config(&self, toml: &str) {
+        std::fs::write(self.config_file(), toml).unwrap();
+    }
+
     /// Runs the plugin inside the simulated host `pid`, as the agent there
     /// would (`nsenter -n calico-mesos`).
     pub fn on_host(mut self, pid: u32) -> Plugin {
@@ -98,7 +127,11 @@ impl Plugin {
             .env("ETCD_ENDPOINTS", &self.endpoints)
             .env("NODENAME", &self.node)
             .env("CALICO_MESOS_CONFIG", self.config_file())
-            .env("CALICO_MESOS_LOG_FILE", self.log_file());
+            .env("CALICO_MESOS_LOG_FILE", self.log_file())
+            .env(
+                "CALICO_MESOS_LOCK_DIR",
+                super::etcd::lock_dir_for(&self.endpoints),
+            );
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }

@@ -1,0 +1,341 @@
+//! Assignment (calico-datastore.md §1.7.6 A and B): this host's blocks
+//! first, then a newly claimed block, then (only if enabled) other hosts'
+//! blocks; specific addresses for `reserve` and static IPs.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::block::{block_cidr_for, host_affinity, AssignError};
+use super::plan::{BlockState, Plan};
+use super::pools::{pool_containing, Pool};
+use super::{
+    attribute, backoff, corrupt_block, family_name, is_retryable, Ipam, IpamError, Result,
+    Snapshot, MAX_ATTEMPTS,
+};
+use crate::datastore::model::AllocationAttribute;
+use crate::datastore::{keys, Read};
+
+/// The outcome of planning one attempt.
+enum Planned<T> {
+    Ready(T),
+    /// Another local client is mid-claim (or a block is being released):
+    /// wait and plan again.
+    Wait,
+}
+
+impl Ipam<'_> {
+    /// Picks `num_v4` + `num_v6` free addresses for `handle_id`, plus the
+    /// `specific` ones (which must be free): all or nothing.
+    pub async fn allocate(
+        &self,
+        handle_id: &str,
+        num_v4: u32,
+        num_v6: u32,
+        specific: &[IpAddr],
+    ) -> Result<Vec<IpAddr>> {
+        let _queued = self.host_lock().await?;
+        let attr = attribute(handle_id, self.node);
+        for attempt in 0..MAX_ATTEMPTS {
+            match self
+                .try_allocate(handle_id, num_v4, num_v6, specific, &attr)
+                .await
+            {
+                Ok(Some(ips)) => return Ok(ips),
+                Ok(None) => {}
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => return Err(e),
+            }
+            tracing::debug!(attempt, "IPAM write lost a race; planning again");
+            backoff(attempt).await;
+        }
+        Err(IpamError::Contention(MAX_ATTEMPTS))
+    }
+
+    /// One attempt; None: it lost a race (or must wait) and is planned again.
+    async fn try_allocate(
+        &self,
+        handle_id: &str,
+        num_v4: u32,
+        num_v6: u32,
+        specific: &[IpAddr],
+        attr: &AllocationAttribute,
+    ) -> Result<Option<Vec<IpAddr>>> {
+        let snap = self.snapshot(Some(handle_id)).await?;
+        let mut plan = Plan::new(
+            self.node,
+            handle_id,
+            snap.handle.clone(),
+            Some(snap.revision),
+        );
+        let mut got = match self.plan_specific(&mut plan, &snap, specific, attr).await? {
+            Planned::Ready(ips) => ips,
+            Planned::Wait => return Ok(None),
+        };
+        for (v6, n) in [(false, num_v4), (true, num_v6)] {
+            if n == 0 {
+                continue;
+            }
+            match self
+                .plan_auto(&mut plan, &snap, v6, n as usize, attr)
+                .await?
+            {
+                Planned::Ready(ips) => got.extend(ips),
+                Planned::Wait => return Ok(None),
+            }
+        }
+        Ok(self.ds.commit(&plan.into_batch()).await?.then_some(got))
+    }
+
+    /// Assigns specific addresses (reserve, static IPs) to the plan.
+    async fn plan_specific(
+        &self,
+        plan: &mut Plan,
+        snap: &Snapshot,
+        ips: &[IpAddr],
+        attr: &AllocationAttribute,
+    ) -> Result<Planned<Vec<IpAddr>>> {
+        let mut targets = Vec::with_capacity(ips.len());
+        for ip in ips {
+            let pool = pool_containing(&snap.pools, *ip).ok_or(IpamError::NotInPool(*ip))?;
+            targets.push((*ip, block_cidr_for(*ip, pool.block_size), pool));
+        }
+        let cidrs: Vec<IpNetwork> = targets.iter().map(|(_, c, _)| *c).collect();
+        plan.load_blocks(self.ds, &cidrs).await?;
+        let mine = host_affinity(self.node);
+        for (ip, cidr, pool) in &targets {
+            if !plan.has_block(cidr) {
+                // Nobody holds this block yet: claim it for this host.
+                match claimable(snap, cidr) {
+                    Claimable::Yes(stale) => {
+                        plan.claim_block(*cidr, stale, pool.doc.key.clone(), pool.doc.mod_revision)
+                    }
+                    Claimable::Busy => return Ok(Planned::Wait),
+                }
+            }
+            if snap.config.strict_affinity && plan.block_affinity(cidr) != Some(mine.as_str()) {
+                if let BlockState::Ready(_) = plan.block(cidr) {
+                    return Err(IpamError::ForeignBlock {
+                        ip: *ip,
+                        block: *cidr,
+                    });
+                }
+            }
+            match plan.block(cidr) {
+                BlockState::Ready(mut view) => match view.assign(*ip, attr) {
+                    Ok(()) => {
+                        plan.mark_changed(cidr);
+                        plan.count_handle(cidr, 1);
+                    }
+                    Err(AssignError::InUse) => return Err(IpamError::InUse(*ip)),
+                    Err(AssignError::OutsideBlock) => {
+                        return Err(corrupt_block(cidr, format!("{ip} is outside it")))
+                    }
+                },
+                BlockState::Corrupt(why) => return Err(corrupt_block(cidr, why)),
+                BlockState::Missing => return Err(corrupt_block(cidr, "vanished from the plan")),
+            }
+        }
+        Ok(Planned::Ready(ips.to_vec()))
+    }
+
+    /// Picks `n` addresses of one family: this host's blocks first, then a
+    /// newly claimed block, then (only if enabled) other hosts' blocks.
+    async fn plan_auto(
+        &self,
+        plan: &mut Plan,
+        snap: &Snapshot,
+        v6: bool,
+        n: usize,
+        attr: &AllocationAttribute,
+    ) -> Result<Planned<Vec<IpAddr>>> {
+        let pools = snap.usable_pools(v6, self.settings);
+        if pools.is_empty() {
+            return Err(IpamError::NoPool {
+                family: family_name(v6),
+                node: self.node.to_string(),
+            });
+        }
+        let in_usable_pool = |c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network()));
+        let affinities = &snap.affinities[usize::from(v6)];
+        let mine: Vec<IpNetwork> = affinities
+            .iter()
+            .filter(|a| a.doc.is_confirmed() && in_usable_pool(&a.cidr))
+            .map(|a| a.cidr)
+            .collect();
+        let someone_claiming = affinities.iter().any(|a| a.doc.is_pending());
+        plan.load_blocks(self.ds, &mine).await?;
+
+        let mut got = Vec::with_capacity(n);
+        let owner = host_affinity(self.node);
+        for cidr in &mine {
+            if got.len() == n {
+                break;
+            }
+            // A stale affinity (no block, or someone else's block) and a
+            // corrupt block are skipped; the latter was logged.
+            if plan.block_affinity(cidr) == Some(owner.as_str()) {
+                got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
+            }
+        }
+
+        // Claim new blocks while short, from the block listing of the
+        // same snapshot.
+        if got.len() < n && snap.config.auto_allocate() {
+            let mut existing: Option<BTreeSet<IpNetwork>> = None;
+            while got.len() < n {
+                let owned = affinities.len() + plan.claimed_count(v6);
+                if owned as u32 >= snap.config.block_limit() {
+                    break;
+                }
+                if existing.is_none() {
+                    existing = Some(self.block_cidrs(v6, snap.revision).await?);
+                }
+                let taken = existing.as_ref().expect("loaded above");
+                let Some((cidr, pool, stale)) = find_free_block(&pools, taken, plan, snap) else {
+                    break;
+                };
+                plan.claim_block(cidr, stale, pool.doc.key.clone(), pool.doc.mod_revision);
+                got.extend(self.take(plan, &cidr, n - got.len(), snap, attr));
+            }
+        }
+
+        if got.len() < n && self.settings.borrow && !snap.config.strict_affinity {
+            got.extend(
+                self.plan_borrow(plan, snap, &pools, n - got.len(), attr)
+                    .await?,
+            );
+        }
+
+        if got.len() < n {
+            if someone_claiming {
+                return Ok(Planned::Wait);
+            }
+            return Err(IpamError::Exhausted {
+                family: family_name(v6),
+                node: self.node.to_string(),
+                limit: snap.config.block_limit(),
+            });
+        }
+        Ok(Planned::Ready(got))
+    }
+
+    /// Takes up to `n` free, unreserved addresses from a planned block
+    /// (none from a corrupt one).
+    fn take(
+        &self,
+        plan: &mut Plan,
+        cidr: &IpNetwork,
+        n: usize,
+        snap: &Snapshot,
+        attr: &AllocationAttribute,
+    ) -> Vec<IpAddr> {
+        let BlockState::Ready(mut view) = plan.block(cidr) else {
+            return Vec::new();
+        };
+        let ips = view.assign_next(n, attr, |ip| snap.is_reserved(ip));
+        if !ips.is_empty() {
+            plan.mark_changed(cidr);
+            plan.count_handle(cidr, ips.len() as u64);
+        }
+        ips
+    }
+
+    /// Non-strict fallback: addresses from any block of a usable pool.
+    async fn plan_borrow(
+        &self,
+        plan: &mut Plan,
+        snap: &Snapshot,
+        pools: &[&Pool],
+        n: usize,
+        attr: &AllocationAttribute,
+    ) -> Result<Vec<IpAddr>> {
+        let v6 = pools[0].is_v6();
+        let mut others: Vec<IpNetwork> = self
+            .block_cidrs(v6, snap.revision)
+            .await?
+            .into_iter()
+            .filter(|c| pools.iter().any(|p| p.cidr.contains(c.network())))
+            .collect();
+        fastrand::shuffle(&mut others);
+        plan.load_blocks(self.ds, &others).await?;
+        let mut got = Vec::new();
+        for cidr in &others {
+            if got.len() == n {
+                break;
+            }
+            got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
+        }
+        if !got.is_empty() {
+            tracing::info!(
+                count = got.len(),
+                "borrowed addresses from other hosts' blocks"
+            );
+        }
+        Ok(got)
+    }
+
+    /// Every block CIDR of one family (keys only), at `revision`.
+    pub(super) async fn block_cidrs(&self, v6: bool, revision: i64) -> Result<BTreeSet<IpNetwork>> {
+        let (r, _) = self
+            .ds
+            .read_batch_at(&[Read::PrefixKeys(keys::blocks_prefix(v6))], Some(revision))
+            .await?;
+        Ok(r[0]
+            .iter()
+            .filter_map(|e| keys::cidr_from_key(&e.key))
+            .collect())
+    }
+}
+
+/// Whether this node may claim a block CIDR no block uses.
+enum Claimable {
+    /// Yes; Some: our stale affinity (its block is gone) at this revision.
+    Yes(Option<i64>),
+    /// Our affinity for it is pending (another local client mid-claim) or
+    /// pendingDeletion (being released): never resurrect it.
+    Busy,
+}
+
+fn claimable(snap: &Snapshot, cidr: &IpNetwork) -> Claimable {
+    match snap.affinity(cidr) {
+        None => Claimable::Yes(None),
+        Some(a) if a.doc.is_confirmed() => Claimable::Yes(Some(a.mod_revision)),
+        Some(_) => Claimable::Busy,
+    }
+}
+
+/// A block CIDR no block uses yet, with its pool, searched from a random
+/// start in each pool so that hosts claiming at once rarely collide.
+fn find_free_block<'p>(
+    pools: &[&'p Pool],
+    taken: &BTreeSet<IpNetwork>,
+    plan: &Plan,
+    snap: &Snapshot,
+) -> Option<(IpNetwork, &'p Pool, Option<i64>)> {
+    for pool in pools {
+        let count = pool.block_count();
+        let start = fastrand::u128(0..count);
+        // Each taken block (or fully reserved one) can push the search one
+        // step on, so a pool with a free block yields it within this reach.
+        let reach = count.min(taken.len() as u128 + plan.block_total() as u128 + 1024);
+        for step in 0..reach {
+            let cidr = pool.block_at((start + step) % count);
+            if taken.contains(&cidr) || plan.has_block(&cidr) {
+                continue;
+            }
+            let Claimable::Yes(stale) = claimable(snap, &cidr) else {
+                continue;
+            };
+            let all_reserved = snap
+                .reserved
+                .iter()
+                .any(|r| r.prefix() <= cidr.prefix() && r.contains(cidr.network()));
+            if !all_reserved {
+                return Some((cidr, pool, stale));
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,271 @@
+//! Releases (calico-datastore.md §1.7.6 C and D), under the ownership
+//! rules of `ownership.rs`: by handle frees exactly that handle's
+//! addresses; by address frees only what no running container holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use ipnetwork::IpNetwork;
+
+use super::block::{block_cidr_for, Holding};
+use super::ownership::{decide, index_endpoints, Decision, EndpointRef, Liveness};
+use super::plan::{BlockState, Plan};
+use super::pools::{pool_containing, Pool};
+use super::{backoff, corrupt_block, is_retryable, Ipam, IpamError, Result, MAX_ATTEMPTS};
+use crate::datastore::model::IpamHandle;
+use crate::datastore::{keys, Read};
+
+/// What a release by address did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Released {
+    pub freed: u64,
+    /// One line per address left alone, naming its holder.
+    pub kept: Vec<String>,
+}
+
+/// Who holds an address now, and which endpoints list it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddressState {
+    /// None: free (or in no existing block).
+    pub holding: Option<Holding>,
+    pub endpoints: Vec<EndpointRef>,
+}
+
+impl Ipam<'_> {
+    /// Releases every address held by `handle_id`. Releasing what is already
+    /// free succeeds; a corrupt block the handle names is an error.
+    pub async fn release_handle(&self, handle_id: &str) -> Result<u64> {
+        let _queued = self.host_lock().await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.try_release_handle(handle_id).await {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {}
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => return Err(e),
+            }
+            backoff(attempt).await;
+        }
+        Err(IpamError::Contention(MAX_ATTEMPTS))
+    }
+
+    async fn try_release_handle(&self, handle_id: &str) -> Result<Option<u64>> {
+        let (r, revision) = self
+            .ds
+            .read_batch_at(&[Read::Key(keys::handle(handle_id))], None)
+            .await?;
+        let Some(entry) = r[0].first() else {
+            return Ok(Some(0));
+        };
+        let handle = entry.decode::<IpamHandle>()?;
+        let cidrs: Vec<IpNetwork> = handle
+            .value
+            .block
+            .keys()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let mut plan = Plan::new(self.node, handle_id, Some(handle), Some(revision));
+        plan.load_blocks(self.ds, &cidrs).await?;
+        let mut freed = 0;
+        for cidr in &cidrs {
+            match plan.block(cidr) {
+                // A missing block counts as released.
+                BlockState::Missing => {}
+                BlockState::Corrupt(why) => return Err(corrupt_block(cidr, why)),
+                BlockState::Ready(mut view) => {
+                    let n = view.release_handle(handle_id);
+                    if n > 0 {
+                        freed += n;
+                        plan.mark_changed(cidr);
+                    }
+                }
+            }
+        }
+        plan.drop_handle();
+        Ok(self.ds.commit(&plan.into_batch()).await?.then_some(freed))
+    }
+
+    /// Releases specific addresses under the ownership rules: an address
+    /// is freed only when an endpoint that recorded its holder belongs to
+    /// a container gone from this host (`local_links`: the host's link
+    /// names), or when no endpoint lists it and it is older than the grace
+    /// period. Free addresses are skipped; the rest are kept and named.
+    pub async fn release_ips(
+        &self,
+        ips: &[IpAddr],
+        local_links: &BTreeSet<String>,
+    ) -> Result<Released> {
+        if ips.is_empty() {
+            return Ok(Released::default());
+        }
+        let _queued = self.host_lock().await?;
+        let grace = Duration::from_secs(self.settings.release_grace_seconds);
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.try_release_ips(ips, local_links, grace).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => return Err(e),
+            }
+            backoff(attempt).await;
+        }
+        Err(IpamError::Contention(MAX_ATTEMPTS))
+    }
+
+    async fn try_release_ips(
+        &self,
+        ips: &[IpAddr],
+        local_links: &BTreeSet<String>,
+        grace: Duration,
+    ) -> Result<Option<Released>> {
+        let (r, revision) = self
+            .ds
+            .read_batch_at(
+                &[
+                    Read::Prefix(keys::ip_pools_prefix()),
+                    Read::Prefix(keys::all_workload_endpoints_prefix()),
+                ],
+                None,
+            )
+            .await?;
+        let pools: Vec<Pool> = r[0].iter().filter_map(Pool::from_entry).collect();
+        let refs = index_endpoints(&r[1]);
+        let by_block = self.group_by_block(ips, &pools, revision).await?;
+        let cidrs: Vec<IpNetwork> = by_block.keys().copied().collect();
+        let mut plan = Plan::new(self.node, "", None, Some(revision));
+        plan.load_blocks(self.ds, &cidrs).await?;
+
+        let now = SystemTime::now();
+        let mut out = Released::default();
+        let mut per_handle: BTreeMap<String, BTreeMap<IpNetwork, u64>> = BTreeMap::new();
+        for (cidr, block_ips) in &by_block {
+            let mut view = match plan.block(cidr) {
+                BlockState::Missing => continue,
+                BlockState::Corrupt(why) => return Err(corrupt_block(cidr, why)),
+                BlockState::Ready(view) => view,
+            };
+            let mut ordinals = Vec::new();
+            for ip in block_ips {
+                let Some(holding) = view.holding(*ip) else {
+                    continue; // already free
+                };
+                let listed: Vec<(EndpointRef, Liveness)> = refs
+                    .get(ip)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| (r.clone(), self.liveness(r, local_links)))
+                    .collect();
+                match decide(*ip, &holding, &listed, now, grace) {
+                    Decision::Free => ordinals.push(holding.ordinal),
+                    Decision::Keep(why) => {
+                        tracing::warn!("not releasing: {why}");
+                        out.kept.push(why);
+                    }
+                }
+            }
+            let released = view.free_ordinals(&ordinals);
+            if !released.is_empty() {
+                plan.mark_changed(cidr);
+            }
+            for (handle, count) in released {
+                out.freed += count;
+                if let Some(h) = handle {
+                    *per_handle.entry(h).or_default().entry(*cidr).or_default() += count;
+                }
+            }
+        }
+        if out.freed == 0 {
+            return Ok(Some(out));
+        }
+        let handle_keys: Vec<Read> = per_handle
+            .keys()
+            .map(|h| Read::Key(keys::handle(h)))
+            .collect();
+        let (handles, _) = self.ds.read_batch_at(&handle_keys, Some(revision)).await?;
+        for ((id, counts), doc) in per_handle.iter().zip(handles) {
+            let doc = doc.first().map(|e| e.decode::<IpamHandle>()).transpose()?;
+            plan.decrement_handle(id, doc, counts);
+        }
+        Ok(self.ds.commit(&plan.into_batch()).await?.then_some(out))
+    }
+
+    fn liveness(&self, r: &EndpointRef, local_links: &BTreeSet<String>) -> Liveness {
+        if r.node != self.node {
+            Liveness::Elsewhere
+        } else if local_links.contains(&r.interface) {
+            Liveness::Alive
+        } else {
+            Liveness::Gone
+        }
+    }
+
+    /// Groups addresses by block: the pool's block size (disabled pools
+    /// included); addresses in no pool are found by scanning the blocks.
+    async fn group_by_block(
+        &self,
+        ips: &[IpAddr],
+        pools: &[Pool],
+        revision: i64,
+    ) -> Result<BTreeMap<IpNetwork, Vec<IpAddr>>> {
+        let mut by_block: BTreeMap<IpNetwork, Vec<IpAddr>> = BTreeMap::new();
+        let mut listing: [Option<BTreeSet<IpNetwork>>; 2] = [None, None];
+        for ip in ips {
+            let cidr = match pool_containing(pools, *ip) {
+                Some(p) => Some(block_cidr_for(*ip, p.block_size)),
+                None => {
+                    let fam = usize::from(ip.is_ipv6());
+                    if listing[fam].is_none() {
+                        listing[fam] = Some(self.block_cidrs(ip.is_ipv6(), revision).await?);
+                    }
+                    listing[fam]
+                        .as_ref()
+                        .and_then(|all| all.iter().find(|c| c.contains(*ip)).copied())
+                }
+            };
+            if let Some(c) = cidr {
+                by_block.entry(c).or_default().push(*ip);
+            }
+        }
+        Ok(by_block)
+    }
+
+    /// Who holds each address now and which endpoints list it (isolate
+    /// checks the addresses it is given with this). Read-only.
+    pub async fn address_states(&self, ips: &[IpAddr]) -> Result<BTreeMap<IpAddr, AddressState>> {
+        let (r, revision) = self
+            .ds
+            .read_batch_at(
+                &[
+                    Read::Prefix(keys::ip_pools_prefix()),
+                    Read::Prefix(keys::all_workload_endpoints_prefix()),
+                ],
+                None,
+            )
+            .await?;
+        let pools: Vec<Pool> = r[0].iter().filter_map(Pool::from_entry).collect();
+        let refs = index_endpoints(&r[1]);
+        let by_block = self.group_by_block(ips, &pools, revision).await?;
+        let cidrs: Vec<IpNetwork> = by_block.keys().copied().collect();
+        let mut plan = Plan::new(self.node, "", None, Some(revision));
+        plan.load_blocks(self.ds, &cidrs).await?;
+        let mut out = BTreeMap::new();
+        for ip in ips {
+            let holding = match by_block.iter().find(|(_, v)| v.contains(ip)) {
+                None => None,
+                Some((cidr, _)) => match plan.block(cidr) {
+                    BlockState::Missing => None,
+                    BlockState::Corrupt(why) => return Err(corrupt_block(cidr, why)),
+                    BlockState::Ready(view) => view.holding(*ip),
+                },
+            };
+            out.insert(
+                *ip,
+                AddressState {
+                    holding,
+                    endpoints: refs.get(ip).cloned().unwrap_or_default(),
+                },
+            );
+        }
+        Ok(out)
+    }
+}
