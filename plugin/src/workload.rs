@@ -220,9 +220,12 @@ pub async fn cleanup(
     };
 
     let key = endpoint_key(node, &args.container_id);
+    // Only a failed release keeps the endpoint: it records the handles.
+    let mut released_all = true;
     let endpoint = match ds.get::<WorkloadEndpoint>(&key).await {
         Ok(ep) => ep,
         Err(e) => {
+            released_all = false;
             errors.push(format!("cannot read the endpoint: {e}"));
             None
         }
@@ -230,7 +233,6 @@ pub async fn cleanup(
     // Addresses before the endpoint: if this stops half-way, a rerun
     // still finds the endpoint and the handles it recorded.
     let mut freed = 0;
-    let mut released_all = errors.is_empty();
     let mut handles: BTreeSet<String> = BTreeSet::new();
     if let Some(ep) = &endpoint {
         match recorded_handles(&ep.value) {
