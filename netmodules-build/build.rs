@@ -4,6 +4,8 @@
 
 #[path = "src/detect.rs"]
 mod detect;
+#[path = "src/sources.rs"]
+mod sources;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +28,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=cpp");
     println!("cargo:rerun-if-changed=src/detect.rs");
+    println!("cargo:rerun-if-changed=src/sources.rs");
 
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let probe = Probe {
@@ -145,14 +148,8 @@ fn build_module(h: &Headers) {
     {
         build.flag("-isystem").flag(dir.to_str().unwrap());
     }
-    for src in [
-        "cpp/json.cpp",
-        "cpp/subprocess.cpp",
-        "cpp/plugin_client.cpp",
-        "cpp/container_store.cpp",
-        "cpp/mesos/network_isolator.cpp",
-    ] {
-        build.file(src);
+    for src in sources::CORE.iter().chain(sources::ADAPTER) {
+        build.file(Path::new("cpp").join(src));
     }
     let objects = build.compile_intermediates();
 

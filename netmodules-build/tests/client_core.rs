@@ -19,13 +19,9 @@ fn plugin_client_core_unit_tests() {
             "-Werror",
             "-pedantic",
             "-O1",
+            "-pthread",
         ])
-        .args([
-            "json.cpp",
-            "subprocess.cpp",
-            "plugin_client.cpp",
-            "container_store.cpp",
-        ])
+        .args(netmodules_build::sources::CORE)
         .arg("tests/client_test.cpp")
         .arg("-o")
         .arg(&binary)

@@ -10,6 +10,8 @@
 #include <mesos/mesos.hpp>
 #include <mesos/version.hpp>
 
+#include "../isolator_logic.hpp"
+
 #ifndef NETMODULES_MESOS_MINOR
 #error "NETMODULES_MESOS_MINOR must be set by the build (netmodules-build/build.rs)"
 #endif
@@ -23,15 +25,6 @@ constexpr int digits(const char* s, int acc) {
 constexpr int minor_of(const char* s) { return *s == '.' ? digits(s + 1, 0) : minor_of(s + 1); }
 static_assert(minor_of(MESOS_VERSION) == NETMODULES_MESOS_MINOR,
               "mesos/version.hpp does not match the version build.rs detected");
-
-// What one NetworkInfo asks for: exact addresses, and counts of "any".
-struct Requested {
-  std::vector<std::string> ipv4;
-  std::vector<std::string> ipv6;
-  int any_ipv4;
-  int any_ipv6;
-  Requested() : any_ipv4(0), any_ipv6(0) {}
-};
 
 inline void add_request(Requested* r, bool v6, bool has_address, const std::string& address) {
   if (has_address) {

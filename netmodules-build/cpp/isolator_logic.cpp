@@ -1,0 +1,118 @@
+#include "isolator_logic.hpp"
+
+namespace calico_mesos {
+
+Environment executor_environment(const ContainerRecord& r) {
+  Environment env;
+  env.push_back(std::make_pair(std::string("LIBPROCESS_IP"),
+                               !r.ipv4.empty() ? r.ipv4[0] : r.ipv6[0]));
+  return env;
+}
+
+IsolatorLogic::IsolatorLogic(const ModuleConfig& config, Registry* registry, const LogSink& log)
+    : config_(config), store_(config.state_dir), registry_(registry), log_(log) {}
+
+void IsolatorLogic::log_stderr(const std::string& what, const PluginAnswer& a) {
+  if (!a.stderr_text.empty()) log_(kInfo, "calico-mesos " + what + " log:\n" + a.stderr_text);
+}
+
+std::vector<ContainerRecord> IsolatorLogic::recover(const std::set<std::string>& alive) {
+  std::vector<std::string> problems;
+  std::vector<ContainerRecord> saved = store_.load_all(&problems);
+  for (size_t i = 0; i < problems.size(); ++i) {
+    log_(kWarning, "calico-mesos: unreadable container record " + problems[i]);
+  }
+  std::vector<ContainerRecord> ended;
+  for (size_t i = 0; i < saved.size(); ++i) {
+    if (alive.count(saved[i].container_id) > 0) {
+      registry_->put(saved[i]);  // cleanup will find it
+    } else {
+      ended.push_back(saved[i]);
+    }
+  }
+  return ended;
+}
+
+std::string IsolatorLogic::prepare(const ContainerRecord& base, const Requested& wanted,
+                                   ContainerRecord* out) {
+  ContainerRecord r = base;
+  std::string error = assign_addresses(wanted, &r);
+  if (!error.empty()) return error;
+  if (!store_.save(r, &error)) {
+    log_(kWarning, "calico-mesos: " + error +
+                       "; cleanup after an agent restart will rely on the plugin alone");
+  }
+  registry_->put(r);
+  *out = r;
+  return std::string();
+}
+
+std::string IsolatorLogic::assign_addresses(const Requested& wanted, ContainerRecord* r) {
+  const std::string hostname = registry_->hostname();
+  if (!wanted.ipv4.empty() || !wanted.ipv6.empty()) {
+    std::string request = reserve_request(hostname, r->container_id, wanted.ipv4, wanted.ipv6,
+                                          r->netgroups, r->labels);
+    PluginAnswer a = call_plugin(config_.ipam_command, request, ADDRESSES, config_.client);
+    log_stderr("reserve", a);
+    if (!a.ok) return "calico-mesos reserve failed: " + a.error;
+    r->ipv4 = a.ipv4;
+    r->ipv6 = a.ipv6;
+  }
+  if (wanted.any_ipv4 > 0 || wanted.any_ipv6 > 0) {
+    std::string request = allocate_request(hostname, r->container_id, wanted.any_ipv4,
+                                           wanted.any_ipv6, r->netgroups, r->labels);
+    PluginAnswer a = call_plugin(config_.ipam_command, request, ADDRESSES, config_.client);
+    log_stderr("allocate", a);
+    if (!a.ok) {
+      // The 2016 module leaked the reserved addresses here.
+      release(*r);
+      return "calico-mesos allocate failed: " + a.error;
+    }
+    r->ipv4.insert(r->ipv4.end(), a.ipv4.begin(), a.ipv4.end());
+    r->ipv6.insert(r->ipv6.end(), a.ipv6.begin(), a.ipv6.end());
+  }
+  if (r->ipv4.empty() && r->ipv6.empty()) return "calico-mesos assigned no address";
+  return std::string();
+}
+
+void IsolatorLogic::release(const ContainerRecord& r) {
+  Strings ips = r.ipv4;
+  ips.insert(ips.end(), r.ipv6.begin(), r.ipv6.end());
+  PluginAnswer a = call_plugin(config_.ipam_command, release_request(ips, r.container_id), PLAIN,
+                               config_.client);
+  log_stderr("release", a);
+  if (!a.ok) log_(kWarning, "calico-mesos release failed: " + a.error);
+}
+
+std::string IsolatorLogic::isolate(const ContainerRecord& r, long long pid) {
+  std::string request = isolate_request(registry_->hostname(), r.container_id, pid, r.ipv4,
+                                        r.ipv6, r.netgroups, r.labels);
+  PluginAnswer a = call_plugin(config_.isolator_command, request, PLAIN, config_.client);
+  log_stderr("isolate", a);
+  return a.ok ? std::string() : "calico-mesos isolate failed: " + a.error;
+}
+
+bool IsolatorLogic::knows(const std::string& container_id, ContainerRecord* out) {
+  // Also containers this process never saw (started before a restart,
+  // or recorded nowhere): the plugin cleans up from the id.
+  if (!registry_->get(container_id, out)) {
+    *out = ContainerRecord();
+    out->container_id = container_id;
+  }
+  return true;
+}
+
+std::string IsolatorLogic::cleanup(const ContainerRecord& r) {
+  // The plugin's cleanup (veth, endpoint, addresses), then release.
+  PluginAnswer a = call_plugin(config_.isolator_command,
+                               cleanup_request(registry_->hostname(), r.container_id), PLAIN,
+                               config_.client);
+  log_stderr("cleanup", a);
+  if (!a.ok) return "calico-mesos cleanup failed: " + a.error;
+  release(r);
+  store_.remove(r.container_id);
+  registry_->erase(r.container_id);
+  return std::string();
+}
+
+}  // namespace calico_mesos
