@@ -76,9 +76,7 @@ std::string IsolatorLogic::assign_addresses(const Requested& wanted, ContainerRe
 }
 
 void IsolatorLogic::release(const ContainerRecord& r) {
-  Strings ips = r.ipv4;
-  ips.insert(ips.end(), r.ipv6.begin(), r.ipv6.end());
-  PluginAnswer a = call_plugin(config_.ipam_command, release_request(ips, r.container_id), PLAIN,
+  PluginAnswer a = call_plugin(config_.ipam_command, release_request(r.container_id), PLAIN,
                                config_.client);
   log_stderr("release", a);
   if (!a.ok) log_(kWarning, "calico-mesos release failed: " + a.error);
@@ -103,7 +101,8 @@ bool IsolatorLogic::knows(const std::string& container_id, ContainerRecord* out)
 }
 
 std::string IsolatorLogic::cleanup(const ContainerRecord& r) {
-  // The plugin's cleanup (veth, endpoint, addresses), then release.
+  // The isolator's cleanup (veth, endpoint, addresses), then a release by
+  // uid: ipam_command may be another program than isolator_command.
   PluginAnswer a = call_plugin(config_.isolator_command,
                                cleanup_request(registry_->hostname(), r.container_id), PLAIN,
                                config_.client);

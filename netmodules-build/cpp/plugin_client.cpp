@@ -70,14 +70,8 @@ std::string allocate_request(const std::string& hostname, const std::string& uid
       .build();
 }
 
-std::string release_request(const Strings& ips, const std::string& uid) {
-  RequestBuilder b("release");
-  if (ips.empty()) {
-    b.str("uid", uid);
-  } else {
-    b.strings("ips", ips);
-  }
-  return b.build();
+std::string release_request(const std::string& uid) {
+  return RequestBuilder("release").str("uid", uid).build();
 }
 
 std::string isolate_request(const std::string& hostname, const std::string& container_id,

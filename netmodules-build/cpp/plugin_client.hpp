@@ -41,8 +41,9 @@ std::string reserve_request(const std::string& hostname, const std::string& uid,
                             const Labels& labels);
 std::string allocate_request(const std::string& hostname, const std::string& uid, int num_ipv4,
                              int num_ipv6, const Strings& netgroups, const Labels& labels);
-// By address; by uid when no address is known.
-std::string release_request(const Strings& ips, const std::string& uid);
+// By uid only: an address freed earlier (by the plugin's cleanup) may
+// already belong to another container, so the module never names one.
+std::string release_request(const std::string& uid);
 std::string isolate_request(const std::string& hostname, const std::string& container_id,
                             long long pid, const Strings& ipv4, const Strings& ipv6,
                             const Strings& netgroups, const Labels& labels);

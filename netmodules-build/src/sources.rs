@@ -13,5 +13,12 @@ pub const CORE: &[&str] = &[
     "isolator_logic.cpp",
 ];
 
+/// The unit tests of the core under `cpp/tests/`, one binary.
+pub const TESTS: &[&str] = &[
+    "tests/harness.cpp",
+    "tests/client_test.cpp",
+    "tests/isolator_test.cpp",
+];
+
 /// The Mesos adapter under `cpp/`, built only against Mesos headers.
 pub const ADAPTER: &[&str] = &["mesos/network_isolator.cpp"];

@@ -22,7 +22,7 @@ fn plugin_client_core_unit_tests() {
             "-pthread",
         ])
         .args(netmodules_build::sources::CORE)
-        .arg("tests/client_test.cpp")
+        .args(netmodules_build::sources::TESTS)
         .arg("-o")
         .arg(&binary)
         .current_dir(&cpp)

@@ -2,46 +2,22 @@
 // scripts that answer, fail, hang and print too much. Usage:
 //   client_test <scratch dir>
 // Prints one line per test and "N passed, M failed"; exits 1 on failure.
-#include <sys/stat.h>
-
-#include <cstdio>
 #include <fstream>
-#include <iterator>
 #include <iostream>
+#include <iterator>
 #include <string>
 
 #include "../container_store.hpp"
 #include "../json.hpp"
 #include "../plugin_client.hpp"
+#include "harness.hpp"
+#include "suites.hpp"
 
 using namespace calico_mesos;
-
-static int passed = 0, failed = 0;
-static std::string dir;
-
-static void check(bool ok, const std::string& name, const std::string& detail) {
-  if (ok) {
-    ++passed;
-    std::cout << "ok   " << name << "\n";
-  } else {
-    ++failed;
-    std::cout << "FAIL " << name << ": " << detail << "\n";
-  }
-}
-
-static bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-// Writes an executable /bin/sh script and returns its path.
-static std::string script(const std::string& name, const std::string& body) {
-  std::string path = dir + "/" + name;
-  std::ofstream f(path.c_str());
-  f << "#!/bin/sh\n" << body << "\n";
-  f.close();
-  chmod(path.c_str(), 0755);
-  return path;
-}
+using harness::check;
+using harness::contains;
+using harness::dir;
+using harness::script;
 
 static PluginAnswer call(const std::string& path, AnswerKind kind, int timeout_ms = 10000) {
   ClientOptions o;
@@ -205,6 +181,7 @@ int main(int argc, char** argv) {
   answers();
   timeouts_and_volume();
   container_records();
-  std::cout << passed << " passed, " << failed << " failed\n";
-  return failed == 0 ? 0 : 1;
+  isolator_logic_tests();
+  std::cout << harness::passed() << " passed, " << harness::failed() << " failed\n";
+  return harness::failed() == 0 ? 0 : 1;
 }

@@ -1,0 +1,134 @@
+// Tests of the isolator logic (what the Mesos adapter runs for prepare,
+// isolate, cleanup and recover) against fake plugins that log every
+// request they get.
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../isolator_logic.hpp"
+#include "harness.hpp"
+#include "suites.hpp"
+
+using namespace calico_mesos;
+using harness::check;
+using harness::contains;
+
+namespace {
+
+// One fake plugin: logs each request as a line of <name>.log and answers
+// per command; `actions` overrides the default answer of a command.
+struct FakePlugin {
+  std::string path;
+  std::string log;
+  std::string state_dir;
+
+  FakePlugin(const std::string& name, const std::map<std::string, std::string>& actions) {
+    log = harness::dir + "/" + name + ".log";
+    state_dir = harness::dir + "/" + name + "-state";
+    std::map<std::string, std::string> a;
+    a["reserve"] = "echo '{\"ipv4\":[\"198.18.0.5\"],\"ipv6\":[],\"error\":null}'";
+    a["allocate"] = "echo '{\"ipv4\":[\"198.18.0.9\"],\"ipv6\":[\"fd00::9\"],\"error\":null}'";
+    for (std::map<std::string, std::string>::const_iterator it = actions.begin();
+         it != actions.end(); ++it) {
+      a[it->first] = it->second;
+    }
+    std::ostringstream body;
+    body << "req=$(cat)\nprintf '%s\\n' \"$req\" >> " << log << "\ncase \"$req\" in\n";
+    for (std::map<std::string, std::string>::const_iterator it = a.begin(); it != a.end(); ++it) {
+      body << "  *'\"command\":\"" << it->first << "\"'*) " << it->second << " ;;\n";
+    }
+    body << "  *) echo '{\"error\":null}' ;;\nesac";
+    path = harness::script(name + ".sh", body.str());
+  }
+
+  ModuleConfig config(int timeout_ms) const {
+    ModuleConfig c;
+    c.ipam_command = path;
+    c.isolator_command = path;
+    c.state_dir = state_dir;
+    c.client.timeout_ms = timeout_ms;
+    ContainerStore store(state_dir);
+    std::string error;
+    store.prepare(&error);
+    return c;
+  }
+
+  // The requests received so far, one per entry.
+  std::vector<std::string> requests() const {
+    std::vector<std::string> out;
+    std::istringstream in(harness::read_file(log));
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+
+  std::vector<std::string> requests(const std::string& command) const {
+    std::vector<std::string> all = requests(), out;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (contains(all[i], "\"command\":\"" + command + "\"")) out.push_back(all[i]);
+    }
+    return out;
+  }
+
+  std::string all() const { return harness::read_file(log); }
+};
+
+struct Logged {
+  std::vector<std::string> lines;
+};
+
+LogSink sink(Logged* into) {
+  return [into](Severity, const std::string& line) { into->lines.push_back(line); };
+}
+
+ContainerRecord record(const std::string& id) {
+  ContainerRecord r;
+  r.container_id = id;
+  r.executor_id = "web.1";
+  r.framework_id = "fw-1";
+  r.ipv4.push_back("198.18.0.5");
+  r.ipv6.push_back("fd00::5");
+  return r;
+}
+
+// Every release is by the container's uid and names no address.
+bool releases_by_uid_only(const FakePlugin& p, const std::string& uid) {
+  std::vector<std::string> releases = p.requests("release");
+  for (size_t i = 0; i < releases.size(); ++i) {
+    if (contains(releases[i], "\"ips\"") || !contains(releases[i], "\"uid\":\"" + uid + "\"")) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Item 1: an address freed by the plugin's cleanup may already belong to
+// a new container; releasing it by address would free the new owner's.
+void release_by_uid_only() {
+  FakePlugin p("uid-only", std::map<std::string, std::string>());
+  Registry registry;
+  Logged logged;
+  IsolatorLogic logic(p.config(10000), &registry, sink(&logged));
+  ContainerRecord r = record("c-teardown");
+  registry.put(r);
+  std::string error = logic.cleanup(r);
+  check(error.empty() && p.requests("cleanup").size() == 1 && releases_by_uid_only(p, "c-teardown"),
+        "teardown never releases by address", error + "\n" + p.all());
+
+  std::map<std::string, std::string> failing;
+  failing["allocate"] = "echo '{\"error\":\"pool exhausted\"}'; exit 1";
+  FakePlugin q("rollback-uid", failing);
+  IsolatorLogic rollback(q.config(10000), &registry, sink(&logged));
+  Requested wanted;
+  wanted.ipv4.push_back("198.18.0.5");
+  wanted.any_ipv6 = 1;
+  ContainerRecord out;
+  error = rollback.prepare(record("c-rollback"), wanted, &out);
+  check(contains(error, "pool exhausted") && q.requests("release").size() == 1 &&
+            releases_by_uid_only(q, "c-rollback"),
+        "a failed allocate's rollback releases by uid", error + "\n" + q.all());
+}
+
+}  // namespace
+
+void isolator_logic_tests() { release_by_uid_only(); }
