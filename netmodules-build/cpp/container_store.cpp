@@ -121,6 +121,15 @@ bool ContainerStore::remove(const std::string& container_id) const {
   return safe_name(container_id) && ::remove(path_of(container_id).c_str()) == 0;
 }
 
+bool ContainerStore::load(const std::string& container_id, ContainerRecord* out) const {
+  if (!safe_name(container_id)) return false;
+  std::ifstream f(path_of(container_id).c_str());
+  if (!f) return false;
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string error;
+  return ContainerRecord::from_json(text, out, &error) && out->container_id == container_id;
+}
+
 std::vector<ContainerRecord> ContainerStore::load_all(std::vector<std::string>* problems) const {
   std::vector<ContainerRecord> out;
   DIR* d = opendir(dir_.c_str());

@@ -35,16 +35,24 @@ std::vector<ContainerRecord> IsolatorLogic::recover(const std::set<std::string>&
 
 std::string IsolatorLogic::prepare(const ContainerRecord& base, const Requested& wanted,
                                    ContainerRecord* out) {
+  // Known before the first IPAM call: if prepare fails or the agent dies
+  // half-way, cleanup (or recover) still frees whatever the uid holds.
+  remember(base);
   ContainerRecord r = base;
   std::string error = assign_addresses(wanted, &r);
   if (!error.empty()) return error;
-  if (!store_.save(r, &error)) {
-    log_(kWarning, "calico-mesos: " + error +
-                       "; cleanup after an agent restart will rely on the plugin alone");
-  }
-  registry_->put(r);
+  remember(r);
   *out = r;
   return std::string();
+}
+
+void IsolatorLogic::remember(const ContainerRecord& r) {
+  std::string error;
+  if (!store_.save(r, &error)) {
+    log_(kWarning, "calico-mesos: " + error + "; if the agent restarts before this container "
+                   "ends, the module cannot clean it up");
+  }
+  registry_->put(r);
 }
 
 std::string IsolatorLogic::assign_addresses(const Requested& wanted, ContainerRecord* r) {
@@ -91,13 +99,9 @@ std::string IsolatorLogic::isolate(const ContainerRecord& r, long long pid) {
 }
 
 bool IsolatorLogic::knows(const std::string& container_id, ContainerRecord* out) {
-  // Also containers this process never saw (started before a restart,
-  // or recorded nowhere): the plugin cleans up from the id.
-  if (!registry_->get(container_id, out)) {
-    *out = ContainerRecord();
-    out->container_id = container_id;
-  }
-  return true;
+  // Containers with neither are on the host network (or ended while the
+  // agent was down without a record, which recover() cannot see either).
+  return registry_->get(container_id, out) || store_.load(container_id, out);
 }
 
 std::string IsolatorLogic::cleanup(const ContainerRecord& r) {

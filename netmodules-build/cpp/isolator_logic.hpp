@@ -50,13 +50,15 @@ public:
 
   std::string isolate(const ContainerRecord& r, long long pid);
 
-  // Whether cleanup has anything to do for the container; fills `out`.
+  // Whether the module networked the container (its registry, else its
+  // state_dir record); fills `out`. Cleanup acts on these only.
   bool knows(const std::string& container_id, ContainerRecord* out);
 
   // The plugin's cleanup and the address release; forgets the container.
   std::string cleanup(const ContainerRecord& r);
 
 private:
+  void remember(const ContainerRecord& r);
   std::string assign_addresses(const Requested& wanted, ContainerRecord* r);
   void release(const ContainerRecord& r);
   void log_stderr(const std::string& what, const PluginAnswer& a);

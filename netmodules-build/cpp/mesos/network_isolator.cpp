@@ -184,6 +184,8 @@ public:
   }
 
   virtual process::Future<Nothing> cleanup(const mesos::ContainerID& containerId) {
+    // Most containers are not ours: no worker, no plugin (the registry is
+    // memory, the state_dir record one small local file).
     ContainerRecord r;
     if (!logic_->knows(containerId.value(), &r)) return Nothing();
     std::shared_ptr<IsolatorLogic> logic = logic_;
@@ -216,6 +218,7 @@ public:
         status.has_executor_id() ? status.executor_id().value() : status.task_id().value();
     ContainerRecord r;
     if (!registry().by_executor(frameworkId.value(), executor, &r)) return None();
+    if (r.ipv4.empty() && r.ipv6.empty()) return None();  // still preparing, or failed
     mesos::TaskStatus decorated = status;
     mesos::NetworkInfo* info = decorated.mutable_container_status()->add_network_infos();
     compat::report(info, r.ipv4, r.ipv6);

@@ -129,6 +129,43 @@ void release_by_uid_only() {
         "a failed allocate's rollback releases by uid", error + "\n" + q.all());
 }
 
+// Item 4: Mesos calls cleanup for every container, most of them on the
+// host network; only the ones the module networked are its business.
+void cleanup_only_known_containers() {
+  FakePlugin p("known-only", std::map<std::string, std::string>());
+  Registry registry;
+  Logged logged;
+  IsolatorLogic logic(p.config(10000), &registry, sink(&logged));
+  ContainerRecord r;
+  check(!logic.knows("host-network-container", &r) && p.requests().empty(),
+        "cleanup leaves containers the module never networked alone", p.all());
+
+  // A record on disk only (written before an agent restart) is known.
+  ContainerStore store(p.state_dir);
+  std::string error;
+  store.save(record("c-on-disk"), &error);
+  check(logic.knows("c-on-disk", &r) && r.ipv4.size() == 1 && r.ipv4[0] == "198.18.0.5",
+        "a state_dir record makes a container known", error);
+  check(logic.cleanup(r).empty() && !logic.knows("c-on-disk", &r),
+        "cleanup forgets the container, on disk too", p.all());
+
+  // A prepare that failed half-way is still known, so the cleanup Mesos
+  // runs after it frees what the uid may hold.
+  std::map<std::string, std::string> hanging;
+  hanging["allocate"] = "exec sleep 60";
+  FakePlugin q("known-after-failure", hanging);
+  IsolatorLogic failing(q.config(300), &registry, sink(&logged));
+  Requested wanted;
+  wanted.any_ipv4 = 1;
+  ContainerRecord out;
+  error = failing.prepare(record("c-half-prepared"), wanted, &out);
+  check(!error.empty() && failing.knows("c-half-prepared", &r),
+        "a container whose prepare failed is known to cleanup", error);
+}
+
 }  // namespace
 
-void isolator_logic_tests() { release_by_uid_only(); }
+void isolator_logic_tests() {
+  release_by_uid_only();
+  cleanup_only_known_containers();
+}
