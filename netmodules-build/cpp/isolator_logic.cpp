@@ -34,12 +34,12 @@ std::vector<ContainerRecord> IsolatorLogic::recover(const std::set<std::string>&
 }
 
 std::string IsolatorLogic::prepare(const ContainerRecord& base, const Requested& wanted,
-                                   ContainerRecord* out) {
+                                   const Deadline& deadline, ContainerRecord* out) {
   // Known before the first IPAM call: if prepare fails or the agent dies
   // half-way, cleanup (or recover) still frees whatever the uid holds.
   remember(base);
   ContainerRecord r = base;
-  std::string error = assign_addresses(wanted, &r);
+  std::string error = assign_addresses(wanted, deadline, &r);
   if (!error.empty()) return error;
   remember(r);
   *out = r;
@@ -55,12 +55,14 @@ void IsolatorLogic::remember(const ContainerRecord& r) {
   registry_->put(r);
 }
 
-std::string IsolatorLogic::assign_addresses(const Requested& wanted, ContainerRecord* r) {
+std::string IsolatorLogic::assign_addresses(const Requested& wanted, const Deadline& deadline,
+                                            ContainerRecord* r) {
   const std::string hostname = registry_->hostname();
   if (!wanted.ipv4.empty() || !wanted.ipv6.empty()) {
     std::string request = reserve_request(hostname, r->container_id, wanted.ipv4, wanted.ipv6,
                                           r->netgroups, r->labels);
-    PluginAnswer a = call_plugin(config_.ipam_command, request, ADDRESSES, config_.client);
+    PluginAnswer a =
+        call_plugin(config_.ipam_command, request, ADDRESSES, config_.client, deadline);
     log_stderr("reserve", a);
     if (!a.ok) return "calico-mesos reserve failed: " + a.error;
     r->ipv4 = a.ipv4;
@@ -69,11 +71,14 @@ std::string IsolatorLogic::assign_addresses(const Requested& wanted, ContainerRe
   if (wanted.any_ipv4 > 0 || wanted.any_ipv6 > 0) {
     std::string request = allocate_request(hostname, r->container_id, wanted.any_ipv4,
                                            wanted.any_ipv6, r->netgroups, r->labels);
-    PluginAnswer a = call_plugin(config_.ipam_command, request, ADDRESSES, config_.client);
+    PluginAnswer a =
+        call_plugin(config_.ipam_command, request, ADDRESSES, config_.client, deadline);
     log_stderr("allocate", a);
     if (!a.ok) {
-      // The 2016 module leaked the reserved addresses here.
-      release(*r);
+      // The 2016 module leaked the reserved addresses here. Within what is
+      // left of the deadline; if that fails, the cleanup Mesos runs after a
+      // failed prepare releases the uid again.
+      release(*r, deadline);
       return "calico-mesos allocate failed: " + a.error;
     }
     r->ipv4.insert(r->ipv4.end(), a.ipv4.begin(), a.ipv4.end());
@@ -83,17 +88,19 @@ std::string IsolatorLogic::assign_addresses(const Requested& wanted, ContainerRe
   return std::string();
 }
 
-void IsolatorLogic::release(const ContainerRecord& r) {
+void IsolatorLogic::release(const ContainerRecord& r, const Deadline& deadline) {
   PluginAnswer a = call_plugin(config_.ipam_command, release_request(r.container_id), PLAIN,
-                               config_.client);
+                               config_.client, deadline);
   log_stderr("release", a);
-  if (!a.ok) log_(kWarning, "calico-mesos release failed: " + a.error);
+  if (!a.ok) log_(kWarning, "calico-mesos release of " + r.container_id + " failed: " + a.error);
 }
 
-std::string IsolatorLogic::isolate(const ContainerRecord& r, long long pid) {
+std::string IsolatorLogic::isolate(const ContainerRecord& r, long long pid,
+                                   const Deadline& deadline) {
   std::string request = isolate_request(registry_->hostname(), r.container_id, pid, r.ipv4,
                                         r.ipv6, r.netgroups, r.labels);
-  PluginAnswer a = call_plugin(config_.isolator_command, request, PLAIN, config_.client);
+  PluginAnswer a =
+      call_plugin(config_.isolator_command, request, PLAIN, config_.client, deadline);
   log_stderr("isolate", a);
   return a.ok ? std::string() : "calico-mesos isolate failed: " + a.error;
 }
@@ -104,15 +111,15 @@ bool IsolatorLogic::knows(const std::string& container_id, ContainerRecord* out)
   return registry_->get(container_id, out) || store_.load(container_id, out);
 }
 
-std::string IsolatorLogic::cleanup(const ContainerRecord& r) {
+std::string IsolatorLogic::cleanup(const ContainerRecord& r, const Deadline& deadline) {
   // The isolator's cleanup (veth, endpoint, addresses), then a release by
   // uid: ipam_command may be another program than isolator_command.
   PluginAnswer a = call_plugin(config_.isolator_command,
                                cleanup_request(registry_->hostname(), r.container_id), PLAIN,
-                               config_.client);
+                               config_.client, deadline);
   log_stderr("cleanup", a);
   if (!a.ok) return "calico-mesos cleanup failed: " + a.error;
-  release(r);
+  release(r, deadline);
   store_.remove(r.container_id);
   registry_->erase(r.container_id);
   return std::string();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "container_store.hpp"
+#include "deadline.hpp"
 #include "module_config.hpp"
 #include "plugin_client.hpp"
 #include "registry.hpp"
@@ -46,21 +47,23 @@ public:
   // Reserves the exact addresses and allocates the rest for `base`
   // (container, executor, netgroups, labels); all or nothing. On success
   // `out` is the remembered record.
-  std::string prepare(const ContainerRecord& base, const Requested& wanted, ContainerRecord* out);
+  std::string prepare(const ContainerRecord& base, const Requested& wanted,
+                      const Deadline& deadline, ContainerRecord* out);
 
-  std::string isolate(const ContainerRecord& r, long long pid);
+  std::string isolate(const ContainerRecord& r, long long pid, const Deadline& deadline);
 
   // Whether the module networked the container (its registry, else its
   // state_dir record); fills `out`. Cleanup acts on these only.
   bool knows(const std::string& container_id, ContainerRecord* out);
 
   // The plugin's cleanup and the address release; forgets the container.
-  std::string cleanup(const ContainerRecord& r);
+  std::string cleanup(const ContainerRecord& r, const Deadline& deadline);
 
 private:
   void remember(const ContainerRecord& r);
-  std::string assign_addresses(const Requested& wanted, ContainerRecord* r);
-  void release(const ContainerRecord& r);
+  std::string assign_addresses(const Requested& wanted, const Deadline& deadline,
+                               ContainerRecord* r);
+  void release(const ContainerRecord& r, const Deadline& deadline);
   void log_stderr(const std::string& what, const PluginAnswer& a);
 
   ModuleConfig config_;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "deadline.hpp"
 #include "json.hpp"
 
 namespace calico_mesos {
@@ -67,7 +68,11 @@ struct ClientOptions {
 // Which fields an answer may carry.
 enum AnswerKind { ADDRESSES, PLAIN };
 
-// Runs `command` with `request` on stdin and validates the answer.
+// Runs `command` with `request` on stdin and validates the answer; the
+// run is killed at `deadline` (the isolator call's, shared by its runs).
+PluginAnswer call_plugin(const std::string& command, const std::string& request,
+                         AnswerKind kind, const ClientOptions& options, const Deadline& deadline);
+// One run with a deadline of its own: options.timeout_ms from now.
 PluginAnswer call_plugin(const std::string& command, const std::string& request,
                          AnswerKind kind, const ClientOptions& options);
 

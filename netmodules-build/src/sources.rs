@@ -4,6 +4,7 @@
 /// The plain C++11 core under `cpp/`: no Mesos headers, unit-tested.
 pub const CORE: &[&str] = &[
     "json.cpp",
+    "deadline.cpp",
     "subprocess.cpp",
     "plugin_client.cpp",
     "container_store.cpp",

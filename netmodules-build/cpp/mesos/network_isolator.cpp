@@ -88,7 +88,8 @@ static process::Future<T> off_actor(std::function<std::string(T*)> work) {
 class CalicoNetworkIsolator : public mesos::slave::Isolator {
 public:
   explicit CalicoNetworkIsolator(const ModuleConfig& config)
-      : logic_(new IsolatorLogic(config, &registry(), log_line)) {}
+      : logic_(new IsolatorLogic(config, &registry(), log_line)),
+        timeout_ms_(config.client.timeout_ms) {}
 
   virtual process::Future<Nothing> recover(const std::list<ContainerState>& states,
                                            const hashset<mesos::ContainerID>& orphans) {
@@ -101,12 +102,16 @@ public:
     }
     std::vector<ContainerRecord> ended = logic_->recover(alive);
     std::shared_ptr<IsolatorLogic> logic = logic_;
+    const int timeout_ms = timeout_ms_;
     for (size_t i = 0; i < ended.size(); ++i) {
       // Gone while the agent was down: free its addresses now.
       ContainerRecord record = ended[i];
       LOG(INFO) << "calico-mesos: cleaning up container " << record.container_id
                 << " that ended while the agent was down";
-      workers().submit([logic, record]() { return logic->cleanup(record); },
+      // Not waited for by the agent: the deadline starts with the run.
+      workers().submit([logic, record, timeout_ms]() {
+                         return logic->cleanup(record, Deadline(timeout_ms));
+                       },
                        [record](const std::string& error) {
                          if (!error.empty()) {
                            LOG(WARNING) << "calico-mesos: cleanup of " << record.container_id
@@ -142,10 +147,11 @@ public:
       }
     }
     std::shared_ptr<IsolatorLogic> logic = logic_;
+    const Deadline deadline = call_deadline();
     std::function<std::string(Option<ContainerPrepareInfo>*)> work =
-        [logic, base, wanted](Option<ContainerPrepareInfo>* out) {
+        [logic, base, wanted, deadline](Option<ContainerPrepareInfo>* out) {
           ContainerRecord r;
-          std::string error = logic->prepare(base, wanted, &r);
+          std::string error = logic->prepare(base, wanted, deadline, &r);
           if (!error.empty()) return error;
           ContainerPrepareInfo prepare;
           prepare.set_namespaces(CLONE_NEWNET);
@@ -165,8 +171,9 @@ public:
     ContainerRecord r;
     if (!registry().get(containerId.value(), &r)) return Nothing();
     std::shared_ptr<IsolatorLogic> logic = logic_;
-    std::function<std::string(Nothing*)> work = [logic, r, pid](Nothing*) {
-      return logic->isolate(r, pid);
+    const Deadline deadline = call_deadline();
+    std::function<std::string(Nothing*)> work = [logic, r, pid, deadline](Nothing*) {
+      return logic->isolate(r, pid, deadline);
     };
     return off_actor<Nothing>(work);
   }
@@ -189,14 +196,19 @@ public:
     ContainerRecord r;
     if (!logic_->knows(containerId.value(), &r)) return Nothing();
     std::shared_ptr<IsolatorLogic> logic = logic_;
-    std::function<std::string(Nothing*)> work = [logic, r](Nothing*) {
-      return logic->cleanup(r);
+    const Deadline deadline = call_deadline();
+    std::function<std::string(Nothing*)> work = [logic, r, deadline](Nothing*) {
+      return logic->cleanup(r, deadline);
     };
     return off_actor<Nothing>(work);
   }
 
 private:
+  // Starts when the agent calls, so time spent waiting for a worker counts.
+  Deadline call_deadline() const { return Deadline(timeout_ms_); }
+
   std::shared_ptr<IsolatorLogic> logic_;
+  int timeout_ms_;
 };
 
 class CalicoNetworkHook : public mesos::Hook {

@@ -2,6 +2,8 @@
 // scripts that answer, fail, hang and print too much. Usage:
 //   client_test <scratch dir>
 // Prints one line per test and "N passed, M failed"; exits 1 on failure.
+#include <unistd.h>
+
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -136,6 +138,12 @@ static void timeouts_and_volume() {
   p = script("huge-stdout.sh", "cat >/dev/null\nhead -c 2048 /dev/zero | tr '\\0' ' '\necho '{\"error\":null}'");
   a = call_plugin(p, "{}", PLAIN, small);
   check(!a.ok && contains(a.error, "more than the answer limit"), "stdout beyond the limit is refused", a.error);
+
+  p = script("touch.sh", "cat >/dev/null\ntouch " + dir + "/touched\necho '{\"error\":null}'");
+  a = call_plugin(p, "{}", PLAIN, ClientOptions(), Deadline(0));
+  check(!a.ok && contains(a.error, "deadline had passed") &&
+            access((dir + "/touched").c_str(), F_OK) != 0,
+        "nothing runs once the call's deadline has passed", a.error);
 
   p = script("early-exit.sh", "echo '{\"error\":null}'");
   ClientOptions o;

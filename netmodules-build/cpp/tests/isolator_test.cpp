@@ -1,6 +1,8 @@
 // Tests of the isolator logic (what the Mesos adapter runs for prepare,
 // isolate, cleanup and recover) against fake plugins that log every
 // request they get.
+#include <time.h>
+
 #include <map>
 #include <sstream>
 #include <string>
@@ -111,7 +113,7 @@ void release_by_uid_only() {
   IsolatorLogic logic(p.config(10000), &registry, sink(&logged));
   ContainerRecord r = record("c-teardown");
   registry.put(r);
-  std::string error = logic.cleanup(r);
+  std::string error = logic.cleanup(r, Deadline(10000));
   check(error.empty() && p.requests("cleanup").size() == 1 && releases_by_uid_only(p, "c-teardown"),
         "teardown never releases by address", error + "\n" + p.all());
 
@@ -123,7 +125,7 @@ void release_by_uid_only() {
   wanted.ipv4.push_back("198.18.0.5");
   wanted.any_ipv6 = 1;
   ContainerRecord out;
-  error = rollback.prepare(record("c-rollback"), wanted, &out);
+  error = rollback.prepare(record("c-rollback"), wanted, Deadline(10000), &out);
   check(contains(error, "pool exhausted") && q.requests("release").size() == 1 &&
             releases_by_uid_only(q, "c-rollback"),
         "a failed allocate's rollback releases by uid", error + "\n" + q.all());
@@ -146,7 +148,7 @@ void cleanup_only_known_containers() {
   store.save(record("c-on-disk"), &error);
   check(logic.knows("c-on-disk", &r) && r.ipv4.size() == 1 && r.ipv4[0] == "198.18.0.5",
         "a state_dir record makes a container known", error);
-  check(logic.cleanup(r).empty() && !logic.knows("c-on-disk", &r),
+  check(logic.cleanup(r, Deadline(10000)).empty() && !logic.knows("c-on-disk", &r),
         "cleanup forgets the container, on disk too", p.all());
 
   // A prepare that failed half-way is still known, so the cleanup Mesos
@@ -158,9 +160,43 @@ void cleanup_only_known_containers() {
   Requested wanted;
   wanted.any_ipv4 = 1;
   ContainerRecord out;
-  error = failing.prepare(record("c-half-prepared"), wanted, &out);
+  error = failing.prepare(record("c-half-prepared"), wanted, Deadline(300), &out);
   check(!error.empty() && failing.knows("c-half-prepared", &r),
         "a container whose prepare failed is known to cleanup", error);
+}
+
+double seconds_now() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// Item 3: a slow reserve, a hung allocate and a hung rollback release
+// share one command_timeout; they used to take one each.
+void one_deadline_per_call() {
+  std::map<std::string, std::string> slow;
+  slow["reserve"] = "sleep 0.5; echo '{\"ipv4\":[\"198.18.0.5\"],\"ipv6\":[],\"error\":null}'";
+  slow["allocate"] = "exec sleep 60";
+  slow["release"] = "exec sleep 60";
+  FakePlugin p("deadline", slow);
+  Registry registry;
+  Logged logged;
+  const int timeout_ms = 2000;
+  IsolatorLogic logic(p.config(timeout_ms), &registry, sink(&logged));
+  Requested wanted;
+  wanted.ipv4.push_back("198.18.0.5");
+  wanted.any_ipv4 = 1;
+  ContainerRecord out;
+  double start = seconds_now();
+  std::string error = logic.prepare(record("c-deadline"), wanted, Deadline(timeout_ms), &out);
+  double took = seconds_now() - start;
+  std::ostringstream detail;
+  detail << "took " << took << " s: " << error;
+  // 0.5 + 2 + 2 s before; 2 s now (the bound leaves room for a slow host).
+  check(!error.empty() && took < 3.0, "prepare, rollback included, ends at its deadline",
+        detail.str());
+  check(contains(error, "allocate failed") && contains(error, "2 s"),
+        "the error names the deadline", error);
 }
 
 }  // namespace
@@ -168,4 +204,5 @@ void cleanup_only_known_containers() {
 void isolator_logic_tests() {
   release_by_uid_only();
   cleanup_only_known_containers();
+  one_deadline_per_call();
 }
