@@ -1,11 +1,21 @@
 #include "isolator_logic.hpp"
 
+#include <arpa/inet.h>
+
 namespace calico_mesos {
 
 Environment executor_environment(const ContainerRecord& r) {
+  // libprocess (0.25-0.28) parses LIBPROCESS_IP as IPv4 only and aborts
+  // the executor on anything else: IPv6-only executors bind as libprocess
+  // does by default instead.
   Environment env;
-  env.push_back(std::make_pair(std::string("LIBPROCESS_IP"),
-                               !r.ipv4.empty() ? r.ipv4[0] : r.ipv6[0]));
+  for (size_t i = 0; i < r.ipv4.size(); ++i) {
+    struct in_addr parsed;
+    if (inet_pton(AF_INET, r.ipv4[i].c_str(), &parsed) == 1) {
+      env.push_back(std::make_pair(std::string("LIBPROCESS_IP"), r.ipv4[i]));
+      break;
+    }
+  }
   return env;
 }
 
@@ -35,13 +45,20 @@ std::vector<ContainerRecord> IsolatorLogic::recover(const std::set<std::string>&
 
 std::string IsolatorLogic::prepare(const ContainerRecord& base, const Requested& wanted,
                                    const Deadline& deadline, ContainerRecord* out) {
+  ContainerRecord r = base;
+  r.ipv4.clear();  // what IPAM assigns, nothing else
+  r.ipv6.clear();
   // Known before the first IPAM call: if prepare fails or the agent dies
   // half-way, cleanup (or recover) still frees whatever the uid holds.
-  remember(base);
-  ContainerRecord r = base;
+  remember(r);
   std::string error = assign_addresses(wanted, deadline, &r);
   if (!error.empty()) return error;
   remember(r);
+  if (r.ipv4.empty()) {
+    log_(kWarning, "calico-mesos: container " + r.container_id + " has no IPv4 address, so its "
+                   "executor gets no LIBPROCESS_IP; an executor built on libprocess (IPv4 only) "
+                   "cannot reach the agent from it");
+  }
   *out = r;
   return std::string();
 }

@@ -32,7 +32,8 @@ typedef std::function<void(Severity, const std::string&)> LogSink;
 
 typedef std::vector<std::pair<std::string, std::string> > Environment;
 
-// The executor's environment for a container with these addresses.
+// The executor's environment for a container with these addresses:
+// LIBPROCESS_IP is its first IPv4 address, unset without one.
 Environment executor_environment(const ContainerRecord& r);
 
 class IsolatorLogic {

@@ -199,10 +199,51 @@ void one_deadline_per_call() {
         "the error names the deadline", error);
 }
 
+std::string env_value(const Environment& env, const std::string& name) {
+  for (size_t i = 0; i < env.size(); ++i) {
+    if (env[i].first == name) return env[i].second;
+  }
+  return "(unset)";
+}
+
+// Item 2: libprocess 0.26 parses LIBPROCESS_IP as IPv4 only and aborts
+// the executor on anything else.
+void libprocess_ip_is_ipv4_only() {
+  ContainerRecord dual = record("c-dual");
+  check(env_value(executor_environment(dual), "LIBPROCESS_IP") == "198.18.0.5",
+        "a dual-stack executor gets its IPv4 address as LIBPROCESS_IP", "");
+  ContainerRecord v6 = record("c-v6");
+  v6.ipv4.clear();
+  Environment env = executor_environment(v6);
+  check(env_value(env, "LIBPROCESS_IP") == "(unset)", "an IPv6-only executor gets no LIBPROCESS_IP",
+        env_value(env, "LIBPROCESS_IP"));
+  ContainerRecord odd = record("c-odd");
+  odd.ipv4[0] = "fd00::7";
+  odd.ipv4.push_back("198.18.0.7");
+  check(env_value(executor_environment(odd), "LIBPROCESS_IP") == "198.18.0.7",
+        "only a real IPv4 address becomes LIBPROCESS_IP", env_value(executor_environment(odd), "LIBPROCESS_IP"));
+
+  std::map<std::string, std::string> v6only;
+  v6only["allocate"] = "echo '{\"ipv4\":[],\"ipv6\":[\"fd00::9\"],\"error\":null}'";
+  FakePlugin p("v6-only", v6only);
+  Registry registry;
+  Logged logged;
+  IsolatorLogic logic(p.config(10000), &registry, sink(&logged));
+  Requested wanted;
+  wanted.any_ipv6 = 1;
+  ContainerRecord out;
+  std::string error = logic.prepare(record("c-v6-prepared"), wanted, Deadline(10000), &out);
+  std::string lines;
+  for (size_t i = 0; i < logged.lines.size(); ++i) lines += logged.lines[i] + "\n";
+  check(error.empty() && out.ipv6.size() == 1 && contains(lines, "no LIBPROCESS_IP"),
+        "an IPv6-only prepare says in the log what its executor gets", error + lines);
+}
+
 }  // namespace
 
 void isolator_logic_tests() {
   release_by_uid_only();
   cleanup_only_known_containers();
   one_deadline_per_call();
+  libprocess_ip_is_ipv4_only();
 }
