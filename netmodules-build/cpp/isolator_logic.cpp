@@ -19,6 +19,28 @@ Environment executor_environment(const ContainerRecord& r) {
   return env;
 }
 
+NetworkReport network_report(const ContainerRecord& r, int mesos_minor) {
+  NetworkReport report;
+  std::vector<NetworkReport::Address> all;
+  for (size_t i = 0; i < r.ipv4.size(); ++i) {
+    NetworkReport::Address a = {false, r.ipv4[i]};
+    all.push_back(a);
+  }
+  for (size_t i = 0; i < r.ipv6.size(); ++i) {
+    NetworkReport::Address a = {true, r.ipv6[i]};
+    all.push_back(a);
+  }
+  if (mesos_minor >= 26) report.ip_addresses = all;
+  // 0.25's only fields; 0.26 deprecates them but its own agent still fills
+  // them, and Mesos-DNS and Marathon of the time read nothing else.
+  if (!all.empty()) {
+    report.has_ip_address = true;
+    report.ip_address = all[0];
+  }
+  report.groups = r.netgroups;
+  return report;
+}
+
 IsolatorLogic::IsolatorLogic(const ModuleConfig& config, Registry* registry, const LogSink& log)
     : config_(config), store_(config.state_dir), registry_(registry), log_(log) {}
 

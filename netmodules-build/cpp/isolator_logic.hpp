@@ -36,6 +36,22 @@ typedef std::vector<std::pair<std::string, std::string> > Environment;
 // LIBPROCESS_IP is its first IPv4 address, unset without one.
 Environment executor_environment(const ContainerRecord& r);
 
+// What the status hook puts into a TaskStatus's NetworkInfo for a
+// container, for the Mesos minor version the module is built for.
+struct NetworkReport {
+  struct Address {
+    bool ipv6;
+    std::string ip;
+  };
+  std::vector<Address> ip_addresses;  // 0.26's repeated field
+  bool has_ip_address;                // the single-address fields of 0.25
+  Address ip_address;                 // (deprecated, still read, in 0.26)
+  Strings groups;
+  NetworkReport() : has_ip_address(false) {}
+};
+
+NetworkReport network_report(const ContainerRecord& r, int mesos_minor);
+
 class IsolatorLogic {
 public:
   IsolatorLogic(const ModuleConfig& config, Registry* registry, const LogSink& log);

@@ -1,11 +1,32 @@
 #include "module_config.hpp"
 
-#include <stdlib.h>
 #include <unistd.h>
 
 #include "container_store.hpp"
 
 namespace calico_mesos {
+
+namespace {
+
+// Whole seconds, digits only: atoi took "30s" for 30 and "3.5" for 3.
+bool parse_seconds(const std::string& value, int* seconds, std::string* error) {
+  const int max = 3600;
+  long long n = 0;
+  bool ok = !value.empty() && value.size() <= 4;
+  for (size_t i = 0; ok && i < value.size(); ++i) {
+    ok = value[i] >= '0' && value[i] <= '9';
+    n = n * 10 + (value[i] - '0');
+  }
+  if (!ok || n < 1 || n > max) {
+    *error = "command_timeout must be a whole number of seconds from 1 to 3600 (digits only), "
+             "got '" + value + "'";
+    return false;
+  }
+  *seconds = static_cast<int>(n);
+  return true;
+}
+
+}  // namespace
 
 bool parse_module_config(const Parameters& parameters, ModuleConfig* config, Strings* warnings,
                          std::string* error) {
@@ -21,11 +42,7 @@ bool parse_module_config(const Parameters& parameters, ModuleConfig* config, Str
     } else if (key == "state_dir") {
       config->state_dir = value;
     } else if (key == "command_timeout") {
-      timeout_s = atoi(value.c_str());
-      if (timeout_s <= 0 || timeout_s > 3600) {
-        *error = "command_timeout must be a number of seconds from 1 to 3600, got '" + value + "'";
-        return false;
-      }
+      if (!parse_seconds(value, &timeout_s, error)) return false;
     } else {
       warnings->push_back("ignoring unknown module parameter '" + key + "'");
     }

@@ -19,6 +19,7 @@ pub const TESTS: &[&str] = &[
     "tests/harness.cpp",
     "tests/client_test.cpp",
     "tests/isolator_test.cpp",
+    "tests/config_test.cpp",
 ];
 
 /// The Mesos adapter under `cpp/`, built only against Mesos headers.

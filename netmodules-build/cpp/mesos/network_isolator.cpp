@@ -233,8 +233,7 @@ public:
     if (r.ipv4.empty() && r.ipv6.empty()) return None();  // still preparing, or failed
     mesos::TaskStatus decorated = status;
     mesos::NetworkInfo* info = decorated.mutable_container_status()->add_network_infos();
-    compat::report(info, r.ipv4, r.ipv6);
-    for (size_t i = 0; i < r.netgroups.size(); ++i) info->add_groups(r.netgroups[i]);
+    compat::report(info, network_report(r, NETMODULES_MESOS_MINOR));
     return decorated;
   }
 };

@@ -190,6 +190,7 @@ int main(int argc, char** argv) {
   timeouts_and_volume();
   container_records();
   isolator_logic_tests();
+  config_tests();
   std::cout << harness::passed() << " passed, " << harness::failed() << " failed\n";
   return harness::failed() == 0 ? 0 : 1;
 }

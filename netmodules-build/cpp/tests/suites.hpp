@@ -3,5 +3,6 @@
 #define CALICO_MESOS_TESTS_SUITES_HPP
 
 void isolator_logic_tests();
+void config_tests();
 
 #endif
