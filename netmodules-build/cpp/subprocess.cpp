@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/types.h>
@@ -51,6 +52,38 @@ bool drain(int* fd, std::string* into, size_t max, bool* truncated) {
   return true;
 }
 
+// Writing to a plugin that exited early raises SIGPIPE. The process-wide
+// disposition belongs to the agent and other threads run beside us, so
+// it is never touched: SIGPIPE is blocked in this thread only while we
+// write, and one our writes raised is taken off the pending set before
+// the mask is restored. (MSG_NOSIGNAL is for sockets; these are pipes.)
+class SigpipeBlock {
+public:
+  SigpipeBlock() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    was_pending_ = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &saved_);
+  }
+  ~SigpipeBlock() {
+    int saved_errno = errno;
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (!was_pending_ && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+      struct timespec zero = {0, 0};
+      while (sigtimedwait(&pipe_, NULL, &zero) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &saved_, NULL);
+    errno = saved_errno;
+  }
+
+private:
+  sigset_t pipe_, saved_;
+  bool was_pending_;
+};
+
 }  // namespace
 
 CommandResult run_command(const std::string& path, const std::string& input,
@@ -89,12 +122,7 @@ CommandResult run_command(const std::string& path, const std::string& input,
   close_fd(&out[1]);
   close_fd(&err[1]);
   fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);
-
-  // Writing to a plugin that exits early must not kill us with SIGPIPE.
-  struct sigaction ignore_pipe, previous;
-  memset(&ignore_pipe, 0, sizeof(ignore_pipe));
-  ignore_pipe.sa_handler = SIG_IGN;
-  sigaction(SIGPIPE, &ignore_pipe, &previous);
+  SigpipeBlock no_sigpipe;
 
   size_t written = 0;
   if (input.empty()) close_fd(&in[1]);
@@ -130,7 +158,6 @@ CommandResult run_command(const std::string& path, const std::string& input,
   close_fd(&in[1]);
   close_fd(&out[0]);
   close_fd(&err[0]);
-  sigaction(SIGPIPE, &previous, NULL);
 
   int status = 0;
   if (r.timed_out || !r.failure.empty()) {

@@ -20,6 +20,7 @@ pub const TESTS: &[&str] = &[
     "tests/client_test.cpp",
     "tests/isolator_test.cpp",
     "tests/config_test.cpp",
+    "tests/subprocess_test.cpp",
 ];
 
 /// The Mesos adapter under `cpp/`, built only against Mesos headers.

@@ -179,6 +179,10 @@ static void container_records() {
 }
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--sigpipe-storm") {
+    sigpipe_storm_main();
+    return 0;
+  }
   if (argc != 2) {
     std::cerr << "usage: client_test <scratch dir>\n";
     return 2;
@@ -191,6 +195,9 @@ int main(int argc, char** argv) {
   container_records();
   isolator_logic_tests();
   config_tests();
+  char self[4096] = {0};
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  subprocess_tests(n > 0 ? std::string(self, n) : std::string("/proc/self/exe"));
   std::cout << harness::passed() << " passed, " << harness::failed() << " failed\n";
   return harness::failed() == 0 ? 0 : 1;
 }

@@ -1,0 +1,123 @@
+// Tests of how the plugin process is run inside a busy, multithreaded
+// agent: SIGPIPE from several threads (item 5).
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../plugin_client.hpp"
+#include "../subprocess.hpp"
+#include "harness.hpp"
+#include "suites.hpp"
+
+using namespace calico_mesos;
+using harness::check;
+using harness::contains;
+
+namespace {
+
+void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+// 4 threads x 300 runs writing 4 MiB into /bin/true, which exits without
+// reading: every run's write fails with EPIPE. Run in a child process
+// (see main) whose main thread, like any code of the host process may,
+// keeps (re)setting its own SIGPIPE disposition, the default: a SIGPIPE
+// that gets through kills it.
+void sigpipe_storm() {
+  std::vector<std::thread> threads;
+  std::atomic<int> running(4);
+  const std::string input(4 * 1024 * 1024, 'x');
+  for (int t = 0; t < 4; ++t) {
+    threads.push_back(std::thread([&input, &running]() {
+      for (int i = 0; i < 300; ++i) run_command("/bin/true", input, 10000, 1024);
+      --running;
+    }));
+  }
+  while (running > 0) {
+    signal(SIGPIPE, SIG_DFL);
+    sleep_ms(1);
+  }
+  for (size_t t = 0; t < threads.size(); ++t) threads[t].join();
+}
+
+std::atomic<int> handled(0);
+void count_sigpipe(int) { ++handled; }
+
+bool is_our_handler() {
+  struct sigaction now;
+  sigaction(SIGPIPE, NULL, &now);
+  return !(now.sa_flags & SA_SIGINFO) && now.sa_handler == count_sigpipe;
+}
+
+void sigpipe_from_threads(const std::string& self) {
+  // Item 5: the storm in a child whose SIGPIPE is the default.
+  pid_t pid = fork();
+  if (pid == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    execl(self.c_str(), self.c_str(), "--sigpipe-storm", static_cast<char*>(NULL));
+    _exit(126);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  std::ostringstream how;
+  if (WIFSIGNALED(status)) how << "killed by signal " << WTERMSIG(status);
+  if (WIFEXITED(status)) how << "exit status " << WEXITSTATUS(status);
+  check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "4 threads x 300 runs into a plugin that exits early: no SIGPIPE gets through", how.str());
+
+  // The process-wide disposition is the agent's: never swapped, not even
+  // for a moment, and a SIGPIPE our writes raise never reaches a handler.
+  struct sigaction ours, previous;
+  memset(&ours, 0, sizeof(ours));
+  ours.sa_handler = count_sigpipe;
+  sigaction(SIGPIPE, &ours, &previous);
+  std::atomic<bool> done(false), swapped(false);
+  std::thread watcher([&done, &swapped]() {
+    while (!done) {
+      if (!is_our_handler()) swapped = true;
+    }
+  });
+  std::vector<std::thread> threads;
+  const std::string input(1024 * 1024, 'x');
+  for (int t = 0; t < 4; ++t) {
+    threads.push_back(std::thread([&input]() {
+      for (int i = 0; i < 50; ++i) run_command("/bin/true", input, 10000, 1024);
+    }));
+  }
+  for (size_t t = 0; t < threads.size(); ++t) threads[t].join();
+  done = true;
+  watcher.join();
+  check(!swapped && is_our_handler() && handled == 0,
+        "the process-wide SIGPIPE disposition is never touched", swapped ? "it was swapped" : "");
+
+  run_command("/bin/true", input, 10000, 1024);
+  sigset_t mask, pending;
+  pthread_sigmask(SIG_BLOCK, NULL, &mask);
+  sigpending(&pending);
+  check(!sigismember(&mask, SIGPIPE) && !sigismember(&pending, SIGPIPE) && handled == 0,
+        "the calling thread's signal mask is restored, its SIGPIPE consumed", "");
+  sigaction(SIGPIPE, &previous, NULL);
+}
+
+}  // namespace
+
+void sigpipe_storm_main() { sigpipe_storm(); }
+
+
+void subprocess_tests(const std::string& self) {
+  sigpipe_from_threads(self);
+}
