@@ -185,6 +185,11 @@ PluginAnswer call_plugin(const std::string& command, const std::string& request,
     a.stderr_text = r.err;
     return a;
   }
+  if (!r.failure.empty()) {
+    a.error = "running " + command + " failed: " + r.failure;
+    a.stderr_text = r.err;
+    return a;
+  }
   if (r.out_truncated) {
     a.error = command + " wrote more than the answer limit to stdout";
     a.stderr_text = r.err;

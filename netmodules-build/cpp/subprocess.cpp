@@ -21,12 +21,28 @@ long long now_ms() {
   return static_cast<long long>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+// Close-on-exec from the start: with pipe() then fcntl(), a process
+// another agent thread started in between kept our pipes open.
 bool make_pipe(int fds[2]) {
-  if (pipe(fds) != 0) return false;
-  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  for (int i = 0; i < 2; ++i) {
+    // Never 0-2 (an agent with stdin closed gets fd 0 here): dup2 onto
+    // the plugin's 0-2 would then be a no-op that keeps close-on-exec.
+    if (fds[i] <= 2) {
+      int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+      if (moved < 0) return false;
+      close(fds[i]);
+      fds[i] = moved;
+    }
+  }
   return true;
 }
+
+void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// After the plugin exited, what it wrote is already in the pipes; a child
+// it left behind may hold them open, so we read for this long at most.
+const int kDrainMs = 100;
 
 void close_fd(int* fd) {
   if (*fd >= 0) {
@@ -121,15 +137,34 @@ CommandResult run_command(const std::string& path, const std::string& input,
   close_fd(&in[0]);
   close_fd(&out[1]);
   close_fd(&err[1]);
-  fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);
+  set_nonblocking(in[1]);
+  set_nonblocking(out[0]);
+  set_nonblocking(err[0]);
   SigpipeBlock no_sigpipe;
 
   size_t written = 0;
   if (input.empty()) close_fd(&in[1]);
-  long long deadline = now_ms() + timeout_ms;
-  while (out[0] >= 0 || err[0] >= 0) {
-    long long left = deadline - now_ms();
-    if (left <= 0) {
+  const long long deadline = now_ms() + timeout_ms;
+  long long drain_until = 0;  // set once the plugin has exited
+  bool reaped = false;
+  int status = 0;
+  for (;;) {
+    // The run ends when the plugin has exited, not when its pipes close:
+    // another process may hold them (see kDrainMs).
+    if (!reaped) {
+      pid_t w = waitpid(pid, &status, WNOHANG);
+      if (w == pid) {
+        reaped = true;
+        drain_until = now_ms() + kDrainMs;
+        close_fd(&in[1]);
+      } else if (w < 0 && errno != EINTR) {
+        r.failure = std::string("cannot wait for the plugin: ") + strerror(errno);
+        break;
+      }
+    }
+    const long long now = now_ms();
+    if (reaped && ((out[0] < 0 && err[0] < 0) || now >= drain_until)) break;
+    if (!reaped && now >= deadline) {
       r.timed_out = true;
       break;
     }
@@ -139,11 +174,16 @@ CommandResult run_command(const std::string& path, const std::string& input,
     if (in[1] >= 0) { fds[n].fd = in[1]; fds[n].events = POLLOUT; fds[n].revents = 0; idx_in = n++; }
     if (out[0] >= 0) { fds[n].fd = out[0]; fds[n].events = POLLIN; fds[n].revents = 0; idx_out = n++; }
     if (err[0] >= 0) { fds[n].fd = err[0]; fds[n].events = POLLIN; fds[n].revents = 0; idx_err = n++; }
-    int ready = poll(fds, n, static_cast<int>(left));
+    // Wake up now and then to see whether the plugin has exited; once it
+    // has, only what is already readable is read.
+    long long wait = reaped ? 0 : (n > 0 ? 10 : 1);
+    if (!reaped && deadline - now < wait) wait = deadline - now;
+    int ready = poll(fds, n, static_cast<int>(wait));
     if (ready < 0 && errno != EINTR) {
       r.failure = std::string("poll: ") + strerror(errno);
       break;
     }
+    if (ready == 0 && reaped) break;  // drained
     if (ready <= 0) continue;
     if (idx_in >= 0 && fds[idx_in].revents) {
       ssize_t w = write(in[1], input.data() + written, input.size() - written);
@@ -159,29 +199,17 @@ CommandResult run_command(const std::string& path, const std::string& input,
   close_fd(&out[0]);
   close_fd(&err[0]);
 
-  int status = 0;
-  if (r.timed_out || !r.failure.empty()) {
+  if (!reaped) {
     kill(pid, SIGKILL);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-  } else {
-    // Both pipes are closed: the plugin is exiting; wait for it, but never
-    // past the deadline (it may have handed its pipes to a child).
-    for (;;) {
-      pid_t w = waitpid(pid, &status, WNOHANG);
-      if (w == pid || (w < 0 && errno != EINTR)) break;
-      if (now_ms() >= deadline) {
-        r.timed_out = true;
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-        break;
-      }
-      usleep(1000);
-    }
+    pid_t w;
+    while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+    reaped = w == pid;
   }
-  if (WIFEXITED(status)) {
+  // Unreaped (someone else took its status): neither exited nor signalled.
+  if (reaped && WIFEXITED(status)) {
     r.exited = true;
     r.exit_status = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
+  } else if (reaped && WIFSIGNALED(status)) {
     r.signal = WTERMSIG(status);
   }
   return r;

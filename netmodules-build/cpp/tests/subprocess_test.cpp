@@ -1,5 +1,6 @@
 // Tests of how the plugin process is run inside a busy, multithreaded
-// agent: SIGPIPE from several threads (item 5).
+// agent: SIGPIPE from several threads (item 5), other threads starting
+// processes beside the calls (item 6).
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -113,6 +114,77 @@ void sigpipe_from_threads(const std::string& self) {
   sigaction(SIGPIPE, &previous, NULL);
 }
 
+// Starts `sleep` every few ms from its own thread, by fork and exec, as
+// the agent's other threads start their processes.
+class Forker {
+public:
+  Forker(int every_ms, int life_ms)
+      : stop_(false), thread_(&Forker::run, this, every_ms, life_ms) {}
+  ~Forker() {
+    stop_ = true;
+    thread_.join();
+    for (size_t i = 0; i < children_.size(); ++i) {
+      kill(children_[i], SIGKILL);
+      while (waitpid(children_[i], NULL, 0) < 0 && errno == EINTR) {}
+    }
+  }
+
+private:
+  void run(int every_ms, int life_ms) {
+    std::ostringstream seconds;
+    seconds << life_ms / 1000.0;
+    const std::string s = seconds.str();
+    while (!stop_) {
+      pid_t pid = fork();
+      if (pid == 0) {
+        execl("/bin/sleep", "sleep", s.c_str(), static_cast<char*>(NULL));
+        _exit(127);
+      }
+      if (pid > 0) children_.push_back(pid);
+      // Reap our own children only: waitpid(-1) would take the plugin's.
+      for (size_t i = 0; i < children_.size();) {
+        if (waitpid(children_[i], NULL, WNOHANG) == children_[i]) {
+          children_.erase(children_.begin() + i);
+        } else {
+          ++i;
+        }
+      }
+      sleep_ms(every_ms);
+    }
+  }
+
+  std::atomic<bool> stop_;
+  std::vector<pid_t> children_;
+  std::thread thread_;
+};
+
+void forking_threads_beside_calls() {
+  // Item 6: fork+exec as the agent does. With pipe() then
+  // fcntl(FD_CLOEXEC), a child exec'd in between kept the plugin's pipes
+  // and the call timed out although the plugin had exited (2 of 200).
+  std::string reader = harness::script("reader.sh", "cat >/dev/null\necho '{\"error\":null}'");
+  int failed = 0;
+  {
+    Forker forker(10, 3000);
+    for (int i = 0; i < 200; ++i) {
+      ClientOptions o;
+      o.timeout_ms = 2000;
+      if (!call_plugin(reader, "{\"a\":1}", PLAIN, o).ok) ++failed;
+    }
+  }
+  std::ostringstream e;
+  e << failed << " of 200 calls failed";
+  check(failed == 0, "fork+exec in another thread never keeps the plugin's pipes", e.str());
+
+  // The plugin exits but leaves a child holding stdout open.
+  std::string leaves = harness::script("leaves-child.sh",
+                                       "sleep 3 &\necho '{\"error\":null}'");
+  ClientOptions o;
+  o.timeout_ms = 2000;
+  PluginAnswer a = call_plugin(leaves, "{}", PLAIN, o);
+  check(a.ok, "a run ends when the plugin exits, even if its child holds stdout", a.error);
+}
+
 }  // namespace
 
 void sigpipe_storm_main() { sigpipe_storm(); }
@@ -120,4 +192,5 @@ void sigpipe_storm_main() { sigpipe_storm(); }
 
 void subprocess_tests(const std::string& self) {
   sigpipe_from_threads(self);
+  forking_threads_beside_calls();
 }
