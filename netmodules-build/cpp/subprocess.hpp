@@ -9,7 +9,7 @@
 namespace calico_mesos {
 
 struct CommandResult {
-  bool started;          // false: fork/exec failed (see `failure`)
+  bool started;          // false: it could not be started (see `failure`)
   bool timed_out;        // killed after the timeout
   bool exited;           // exited normally (else killed by `signal`)
   int exit_status;

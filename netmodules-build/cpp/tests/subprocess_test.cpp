@@ -1,6 +1,7 @@
 // Tests of how the plugin process is run inside a busy, multithreaded
 // agent: SIGPIPE from several threads (item 5), other threads starting
-// processes beside the calls (item 6).
+// processes beside the calls (item 6), what the plugin inherits and what
+// a timeout kills (item 7).
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -185,12 +186,80 @@ void forking_threads_beside_calls() {
   check(a.ok, "a run ends when the plugin exits, even if its child holds stdout", a.error);
 }
 
+std::string field(const std::string& status, const std::string& name) {
+  size_t at = status.find(name + ":");
+  if (at == std::string::npos) return "";
+  size_t end = status.find('\n', at);
+  std::string v = status.substr(at + name.size() + 1, end - at - name.size() - 1);
+  return v.substr(v.find_first_not_of(" \t"));
+}
+
+bool dead(pid_t pid) {
+  std::string stat = harness::read_file("/proc/" + std::to_string(pid) + "/stat");
+  size_t close = stat.rfind(')');
+  return stat.empty() || (close != std::string::npos && stat.size() > close + 2 &&
+                          (stat[close + 2] == 'Z' || stat[close + 2] == 'X'));
+}
+
+void what_the_plugin_inherits(const std::string& self) {
+  // Item 7: the agent thread's blocked signals and the agent's ignored
+  // ones are not the plugin's.
+  struct sigaction ignore, previous;
+  memset(&ignore, 0, sizeof(ignore));
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGUSR1, &ignore, &previous);
+  sigset_t usr2, old;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &usr2, &old);
+  // The probe is this test binary (see main): a shell would reset its mask.
+  std::string p = harness::dir + "/status-probe";
+  unlink(p.c_str());
+  bool linked = symlink(self.c_str(), p.c_str()) == 0;
+  CommandResult r = run_command(p, "{}", 10000, 65536);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  sigaction(SIGUSR1, &previous, NULL);
+  std::string blocked = field(r.out, "SigBlk"), ignored = field(r.out, "SigIgn");
+  // Signals 1-31: glibc's spawn sets its own internal 32 and 33 to ignored
+  // (the plugin's libc installs its handlers for them anyway).
+  unsigned long long ignored_bits = strtoull(ignored.c_str(), NULL, 16);
+  check(linked && r.exited && blocked == std::string(16, '0') && !ignored.empty() &&
+            (ignored_bits & 0x7fffffffULL) == 0,
+        "the plugin starts with no signal blocked or ignored",
+        "SigBlk " + blocked + ", SigIgn " + ignored);
+
+  std::string group = field(r.out, "NSpgid"), pid = field(r.out, "Pid");
+  check(!pid.empty() && group == pid, "the plugin leads a process group of its own",
+        "pid " + pid + ", process group " + group);
+
+  // A timeout kills what the plugin started, too.
+  std::string pidfile = harness::dir + "/grandchild.pid";
+  p = harness::script("spawns.sh", "sleep 60 &\necho $! > " + pidfile + "\nexec sleep 60");
+  run_command(p, "", 500, 1024);
+  pid_t grandchild = atoi(harness::read_file(pidfile).c_str());
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = grandchild > 0 && dead(grandchild);
+    if (!gone) sleep_ms(20);
+  }
+  if (!gone && grandchild > 0) kill(grandchild, SIGKILL);
+  check(gone, "a timeout kills the plugin's children too", harness::read_file(pidfile));
+}
+
 }  // namespace
 
 void sigpipe_storm_main() { sigpipe_storm(); }
+
+void status_probe_main() {
+  // Its own /proc status: what a plugin started like this inherits.
+  std::string status = harness::read_file("/proc/self/status");
+  ssize_t ignored = write(1, status.data(), status.size());
+  (void)ignored;
+}
 
 
 void subprocess_tests(const std::string& self) {
   sigpipe_from_threads(self);
   forking_threads_beside_calls();
+  what_the_plugin_inherits(self);
 }

@@ -8,6 +8,8 @@ void isolator_logic_tests();
 // `self`: this test binary, run again with --sigpipe-storm.
 void subprocess_tests(const std::string& self);
 void sigpipe_storm_main();
+// Run as "status-probe" (a symlink to the test binary) by subprocess_tests.
+void status_probe_main();
 void config_tests();
 
 #endif
