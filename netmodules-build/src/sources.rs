@@ -21,6 +21,7 @@ pub const TESTS: &[&str] = &[
     "tests/isolator_test.cpp",
     "tests/config_test.cpp",
     "tests/subprocess_test.cpp",
+    "tests/workers_test.cpp",
 ];
 
 /// The Mesos adapter under `cpp/`, built only against Mesos headers.

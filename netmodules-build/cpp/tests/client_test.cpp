@@ -186,6 +186,9 @@ int main(int argc, char** argv) {
     sigpipe_storm_main();
     return 0;
   }
+  if (argc == 2 && std::string(argv[1]) == "--workers-without-threads") {
+    return workers_without_threads_main();
+  }
   const std::string name = argv[0];
   if (name.size() >= 13 && name.compare(name.size() - 13, 13, "/status-probe") == 0) {
     status_probe_main();
@@ -205,7 +208,9 @@ int main(int argc, char** argv) {
   config_tests();
   char self[4096] = {0};
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  subprocess_tests(n > 0 ? std::string(self, n) : std::string("/proc/self/exe"));
+  const std::string self_path = n > 0 ? std::string(self, n) : std::string("/proc/self/exe");
+  subprocess_tests(self_path);
+  workers_tests(self_path);
   std::cout << harness::passed() << " passed, " << harness::failed() << " failed\n";
   return harness::failed() == 0 ? 0 : 1;
 }

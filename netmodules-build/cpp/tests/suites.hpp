@@ -10,6 +10,8 @@ void subprocess_tests(const std::string& self);
 void sigpipe_storm_main();
 // Run as "status-probe" (a symlink to the test binary) by subprocess_tests.
 void status_probe_main();
+void workers_tests(const std::string& self);
+int workers_without_threads_main();
 void config_tests();
 
 #endif
