@@ -22,6 +22,7 @@ pub const TESTS: &[&str] = &[
     "tests/config_test.cpp",
     "tests/subprocess_test.cpp",
     "tests/workers_test.cpp",
+    "tests/store_test.cpp",
 ];
 
 /// The Mesos adapter under `cpp/`, built only against Mesos headers.

@@ -204,6 +204,7 @@ int main(int argc, char** argv) {
   answers();
   timeouts_and_volume();
   container_records();
+  store_tests();
   isolator_logic_tests();
   config_tests();
   char self[4096] = {0};

@@ -12,6 +12,7 @@ void sigpipe_storm_main();
 void status_probe_main();
 void workers_tests(const std::string& self);
 int workers_without_threads_main();
+void store_tests();
 void config_tests();
 
 #endif
