@@ -4,6 +4,7 @@
 //! (packaging) what was built.
 
 pub mod detect;
+pub mod rerun;
 pub mod sources;
 
 /// The Mesos version the module was built for, if headers were found.
