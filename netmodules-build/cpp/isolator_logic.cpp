@@ -77,9 +77,9 @@ std::string IsolatorLogic::prepare(const ContainerRecord& base, const Requested&
   if (!error.empty()) return error;
   remember(r);
   if (r.ipv4.empty()) {
-    log_(kWarning, "calico-mesos: container " + r.container_id + " has no IPv4 address, so its "
-                   "executor gets no LIBPROCESS_IP; an executor built on libprocess (IPv4 only) "
-                   "cannot reach the agent from it");
+    log_(kWarning, "calico-mesos: container " + r.container_id + " has no IPv4 address, so the "
+                   "module sets no LIBPROCESS_IP for its executor; an executor built on "
+                   "libprocess (IPv4 only) cannot reach the agent from it");
   }
   *out = r;
   return std::string();
