@@ -53,8 +53,8 @@ static Registry& registry() {
   return *r;
 }
 
-// Few threads for all plugin calls; never destroyed (the agent exits
-// without unloading modules).
+// At most 8 plugin calls at once, the rest queue; never destroyed (the
+// agent exits without unloading modules).
 static Workers& workers() {
   static Workers* w = new Workers(8);
   return *w;
