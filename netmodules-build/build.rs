@@ -4,36 +4,37 @@
 
 #[path = "src/detect.rs"]
 mod detect;
+#[path = "src/rerun.rs"]
+mod rerun;
+// The test list in it is for the tests, not the build.
+#[allow(dead_code)]
+#[path = "src/sources.rs"]
+mod sources;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use detect::{choose_cxx11_abi, detect, fix_stout_flags, Detection, Headers, Probe};
-
-const VARS: &[&str] = &[
-    "MESOS_HOME",
-    "MESOS_INCLUDE_DIR",
-    "MESOS_INCLUDE_DIRS",
-    "PKG_CONFIG_PATH",
-    "NETMODULES_CXX11_ABI",
-    "CARGO_TARGET_DIR",
-    "CXX",
-];
+use detect::{
+    choose_cxx11_abi, detect, fix_stout_flags, libmesos_next_to, Detection, Headers, Probe,
+};
 
 fn main() {
-    for v in VARS {
-        println!("cargo:rerun-if-env-changed={v}");
-    }
-    println!("cargo:rerun-if-changed=cpp");
-    println!("cargo:rerun-if-changed=src/detect.rs");
-
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let probe = Probe {
         var: &var,
         pkg_config: &pkg_config_include_dirs,
         standard_dirs: vec!["/usr/include".into(), "/usr/local/include".into()],
     };
-    match detect(&probe) {
+    let detection = detect(&probe);
+    let found = match &detection {
+        Detection::Found(h) => Some(h),
+        _ => None,
+    };
+    let libmesos = found.and_then(|h| libmesos_next_to(&h.include_dir));
+    for line in rerun::directives(found, libmesos.as_deref()) {
+        println!("{line}");
+    }
+    match detection {
         Detection::NotFound { searched } => {
             println!(
                 "cargo:warning=netmodules: no Mesos headers found (searched {}); the Mesos module \
@@ -46,7 +47,7 @@ fn main() {
         Detection::Unusable(why) => {
             panic!("netmodules: cannot build the Mesos module: {why}");
         }
-        Detection::Found(headers) => build_module(&headers),
+        Detection::Found(headers) => build_module(&headers, libmesos.as_deref()),
     }
 }
 
@@ -66,14 +67,13 @@ fn pkg_config_include_dirs() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// `nm -D` of the agent's libmesos.so next to the headers, if there is one.
-fn libmesos_symbols(include_dir: &Path) -> Option<String> {
-    let prefix = include_dir.parent()?;
-    ["lib", "lib64", "lib/x86_64-linux-gnu"]
-        .iter()
-        .map(|d| prefix.join(d).join("libmesos.so"))
-        .find(|p| p.exists())
-        .and_then(|p| Command::new("nm").arg("-D").arg(p).output().ok())
+/// `nm -D` of the agent's libmesos.so.
+fn libmesos_symbols(libmesos: &Path) -> Option<String> {
+    Command::new("nm")
+        .arg("-D")
+        .arg(libmesos)
+        .output()
+        .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
@@ -91,7 +91,7 @@ fn artifact_dir(version: &str) -> PathBuf {
     target.join("netmodules").join(version)
 }
 
-fn build_module(h: &Headers) {
+fn build_module(h: &Headers, libmesos: Option<&Path>) {
     let version = h.version.to_string();
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
 
@@ -112,7 +112,7 @@ fn build_module(h: &Headers) {
     let abi_override = std::env::var("NETMODULES_CXX11_ABI").ok();
     let (cxx11_abi, why) = choose_cxx11_abi(
         abi_override.as_deref(),
-        libmesos_symbols(&h.include_dir).as_deref(),
+        libmesos.and_then(libmesos_symbols).as_deref(),
     );
     println!(
         "cargo:warning=netmodules: building the Mesos module for Mesos {version} (headers in {} via {}); \
@@ -129,7 +129,9 @@ fn build_module(h: &Headers) {
         .pic(true)
         .warnings(true)
         .extra_warnings(true)
-        .cargo_metadata(false)
+        // Link lines come only from compile(), not used here; this keeps
+        // cc's rerun-if-env-changed lines (CXX, CXXFLAGS, CPATH, ...).
+        .cargo_metadata(true)
         // std::thread on EL7's libstdc++ needs it at compile and link time.
         .flag("-pthread")
         .define("PICOJSON_USE_INT64", None)
@@ -145,14 +147,8 @@ fn build_module(h: &Headers) {
     {
         build.flag("-isystem").flag(dir.to_str().unwrap());
     }
-    for src in [
-        "cpp/json.cpp",
-        "cpp/subprocess.cpp",
-        "cpp/plugin_client.cpp",
-        "cpp/container_store.cpp",
-        "cpp/mesos/network_isolator.cpp",
-    ] {
-        build.file(src);
+    for src in sources::CORE.iter().chain(sources::ADAPTER) {
+        build.file(Path::new("cpp").join(src));
     }
     let objects = build.compile_intermediates();
 

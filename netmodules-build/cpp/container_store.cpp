@@ -2,9 +2,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iterator>
@@ -32,6 +34,49 @@ bool safe_name(const std::string& id) {
     if (!ok) return false;
   }
   return true;
+}
+
+// The whole of `text` in a new file at `path`, on disk when this returns.
+bool write_synced(const std::string& path, const std::string& text, std::string* error) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    *error = "cannot create " + path + ": " + strerror(errno);
+    return false;
+  }
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      *error = "cannot write " + path + ": " + strerror(errno);
+      close(fd);
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (fsync(fd) != 0) {
+    *error = "cannot fsync " + path + ": " + strerror(errno);
+    close(fd);
+    return false;
+  }
+  if (close(fd) != 0) {
+    *error = "cannot close " + path + ": " + strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+// Makes a rename in `dir` durable.
+bool sync_dir(const std::string& dir, std::string* error) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    *error = "cannot open " + dir + ": " + strerror(errno);
+    return false;
+  }
+  bool ok = fsync(fd) == 0;
+  if (!ok) *error = "cannot fsync " + dir + ": " + strerror(errno);
+  close(fd);
+  return ok;
 }
 
 }  // namespace
@@ -99,26 +144,34 @@ bool ContainerStore::save(const ContainerRecord& record, std::string* error) con
     *error = "container id '" + record.container_id + "' cannot be a file name";
     return false;
   }
-  // Write then rename, so a crash never leaves half a record.
+  // Write, fsync, rename, fsync the directory: after a crash or a power
+  // loss the record is the old one or the new one, never empty (its
+  // container's addresses would leak).
   std::string path = path_of(record.container_id);
   std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp.c_str(), std::ios::trunc);
-    f << record.to_json();
-    if (!f.good()) {
-      *error = "cannot write " + tmp;
-      return false;
-    }
+  if (!write_synced(tmp, record.to_json(), error)) {
+    unlink(tmp.c_str());
+    return false;
   }
   if (rename(tmp.c_str(), path.c_str()) != 0) {
     *error = "cannot rename " + tmp + ": " + strerror(errno);
+    unlink(tmp.c_str());
     return false;
   }
-  return true;
+  return sync_dir(dir_, error);
 }
 
 bool ContainerStore::remove(const std::string& container_id) const {
   return safe_name(container_id) && ::remove(path_of(container_id).c_str()) == 0;
+}
+
+bool ContainerStore::load(const std::string& container_id, ContainerRecord* out) const {
+  if (!safe_name(container_id)) return false;
+  std::ifstream f(path_of(container_id).c_str());
+  if (!f) return false;
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string error;
+  return ContainerRecord::from_json(text, out, &error) && out->container_id == container_id;
 }
 
 std::vector<ContainerRecord> ContainerStore::load_all(std::vector<std::string>* problems) const {

@@ -32,6 +32,8 @@ public:
   bool prepare(std::string* error) const;
   bool save(const ContainerRecord& record, std::string* error) const;
   bool remove(const std::string& container_id) const;
+  // The container's record; false when there is none (or it is unreadable).
+  bool load(const std::string& container_id, ContainerRecord* out) const;
   // Every readable record; unreadable files are reported in `problems`.
   std::vector<ContainerRecord> load_all(std::vector<std::string>* problems) const;
 

@@ -70,14 +70,8 @@ std::string allocate_request(const std::string& hostname, const std::string& uid
       .build();
 }
 
-std::string release_request(const Strings& ips, const std::string& uid) {
-  RequestBuilder b("release");
-  if (ips.empty()) {
-    b.str("uid", uid);
-  } else {
-    b.strings("ips", ips);
-  }
-  return b.build();
+std::string release_request(const std::string& uid) {
+  return RequestBuilder("release").str("uid", uid).build();
 }
 
 std::string isolate_request(const std::string& hostname, const std::string& container_id,
@@ -160,17 +154,39 @@ PluginAnswer parse_answer(const std::string& stdout_text, bool exited, int exit_
 
 PluginAnswer call_plugin(const std::string& command, const std::string& request,
                          AnswerKind kind, const ClientOptions& options) {
-  CommandResult r = run_command(command, request, options.timeout_ms, options.max_output);
+  return call_plugin(command, request, kind, options, Deadline(options.timeout_ms));
+}
+
+PluginAnswer call_plugin(const std::string& command, const std::string& request,
+                         AnswerKind kind, const ClientOptions& options, const Deadline& deadline) {
   PluginAnswer a;
+  const int left_ms = deadline.remaining_ms();
+  const bool whole = left_ms >= deadline.budget_ms();
+  std::ostringstream budget;
+  budget << deadline.budget_ms() / 1000.0 << " s";
+  if (left_ms <= 0) {
+    a.error = "not run: the call's " + budget.str() + " deadline had passed";
+    return a;
+  }
+  CommandResult r = run_command(command, request, left_ms, options.max_output);
   if (!r.started) {
     a.error = "cannot run " + command + ": " + r.failure;
     return a;
   }
   if (r.timed_out) {
     std::ostringstream s;
-    s << command << " did not answer within " << options.timeout_ms / 1000.0
-      << " s and was killed";
+    if (whole) {
+      s << command << " did not answer within " << budget.str() << " and was killed";
+    } else {
+      s << command << " did not answer within what was left of the call's " << budget.str()
+        << " deadline and was killed";
+    }
     a.error = s.str();
+    a.stderr_text = r.err;
+    return a;
+  }
+  if (!r.failure.empty()) {
+    a.error = "running " + command + " failed: " + r.failure;
     a.stderr_text = r.err;
     return a;
   }

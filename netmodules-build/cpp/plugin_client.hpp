@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "deadline.hpp"
 #include "json.hpp"
 
 namespace calico_mesos {
@@ -41,8 +42,9 @@ std::string reserve_request(const std::string& hostname, const std::string& uid,
                             const Labels& labels);
 std::string allocate_request(const std::string& hostname, const std::string& uid, int num_ipv4,
                              int num_ipv6, const Strings& netgroups, const Labels& labels);
-// By address; by uid when no address is known.
-std::string release_request(const Strings& ips, const std::string& uid);
+// By uid only: an address freed earlier (by the plugin's cleanup) may
+// already belong to another container, so the module never names one.
+std::string release_request(const std::string& uid);
 std::string isolate_request(const std::string& hostname, const std::string& container_id,
                             long long pid, const Strings& ipv4, const Strings& ipv6,
                             const Strings& netgroups, const Labels& labels);
@@ -66,7 +68,11 @@ struct ClientOptions {
 // Which fields an answer may carry.
 enum AnswerKind { ADDRESSES, PLAIN };
 
-// Runs `command` with `request` on stdin and validates the answer.
+// Runs `command` with `request` on stdin and validates the answer; the
+// run is killed at `deadline` (the isolator call's, shared by its runs).
+PluginAnswer call_plugin(const std::string& command, const std::string& request,
+                         AnswerKind kind, const ClientOptions& options, const Deadline& deadline);
+// One run with a deadline of its own: options.timeout_ms from now.
 PluginAnswer call_plugin(const std::string& command, const std::string& request,
                          AnswerKind kind, const ClientOptions& options);
 

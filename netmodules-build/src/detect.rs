@@ -158,6 +158,15 @@ pub fn detect(probe: &Probe) -> Detection {
     Detection::NotFound { searched }
 }
 
+/// The agent's libmesos.so in the prefix of `include_dir`, if there is one.
+pub fn libmesos_next_to(include_dir: &Path) -> Option<PathBuf> {
+    let prefix = include_dir.parent()?;
+    ["lib", "lib64", "lib/x86_64-linux-gnu"]
+        .iter()
+        .map(|d| prefix.join(d).join("libmesos.so"))
+        .find(|p| p.exists())
+}
+
 /// stout's `flags.hpp` in 0.25–0.27 compares an `int*` with 0, a hard
 /// error since g++ 11. Returns the fixed text when the bug is present.
 pub fn fix_stout_flags(text: &str) -> Option<String> {

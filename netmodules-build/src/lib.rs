@@ -4,6 +4,8 @@
 //! (packaging) what was built.
 
 pub mod detect;
+pub mod rerun;
+pub mod sources;
 
 /// The Mesos version the module was built for, if headers were found.
 pub const MESOS_VERSION: Option<&str> = option_env!("NETMODULES_MESOS_VERSION");

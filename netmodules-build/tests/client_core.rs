@@ -19,14 +19,10 @@ fn plugin_client_core_unit_tests() {
             "-Werror",
             "-pedantic",
             "-O1",
+            "-pthread",
         ])
-        .args([
-            "json.cpp",
-            "subprocess.cpp",
-            "plugin_client.cpp",
-            "container_store.cpp",
-        ])
-        .arg("tests/client_test.cpp")
+        .args(netmodules_build::sources::CORE)
+        .args(netmodules_build::sources::TESTS)
         .arg("-o")
         .arg(&binary)
         .current_dir(&cpp)

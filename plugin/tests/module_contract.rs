@@ -26,6 +26,7 @@ fn the_module_client_and_the_plugin_agree() {
         .args(["-std=c++11", "-Wall", "-Werror", "-O1"])
         .args([
             "json.cpp",
+            "deadline.cpp",
             "subprocess.cpp",
             "plugin_client.cpp",
             "tests/contract_driver.cpp",

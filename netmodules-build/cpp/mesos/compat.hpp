@@ -10,6 +10,8 @@
 #include <mesos/mesos.hpp>
 #include <mesos/version.hpp>
 
+#include "../isolator_logic.hpp"
+
 #ifndef NETMODULES_MESOS_MINOR
 #error "NETMODULES_MESOS_MINOR must be set by the build (netmodules-build/build.rs)"
 #endif
@@ -23,15 +25,6 @@ constexpr int digits(const char* s, int acc) {
 constexpr int minor_of(const char* s) { return *s == '.' ? digits(s + 1, 0) : minor_of(s + 1); }
 static_assert(minor_of(MESOS_VERSION) == NETMODULES_MESOS_MINOR,
               "mesos/version.hpp does not match the version build.rs detected");
-
-// What one NetworkInfo asks for: exact addresses, and counts of "any".
-struct Requested {
-  std::vector<std::string> ipv4;
-  std::vector<std::string> ipv6;
-  int any_ipv4;
-  int any_ipv6;
-  Requested() : any_ipv4(0), any_ipv6(0) {}
-};
 
 inline void add_request(Requested* r, bool v6, bool has_address, const std::string& address) {
   if (has_address) {
@@ -57,30 +50,21 @@ inline Requested requested(const mesos::NetworkInfo& info) {
   return r;
 }
 
-// Reports the container's addresses in a NetworkInfo of a TaskStatus.
-inline void report(mesos::NetworkInfo* info, const std::vector<std::string>& ipv4,
-                   const std::vector<std::string>& ipv6) {
+// Copies what the status hook reports into a TaskStatus's NetworkInfo:
+// network_report() decided what; this only knows where the fields are.
+inline void report(mesos::NetworkInfo* info, const NetworkReport& r) {
 #if NETMODULES_MESOS_MINOR >= 26
-  for (size_t i = 0; i < ipv4.size(); ++i) {
+  for (size_t i = 0; i < r.ip_addresses.size(); ++i) {
     mesos::NetworkInfo::IPAddress* a = info->add_ip_addresses();
-    a->set_protocol(mesos::NetworkInfo::IPv4);
-    a->set_ip_address(ipv4[i]);
-  }
-  for (size_t i = 0; i < ipv6.size(); ++i) {
-    mesos::NetworkInfo::IPAddress* a = info->add_ip_addresses();
-    a->set_protocol(mesos::NetworkInfo::IPv6);
-    a->set_ip_address(ipv6[i]);
-  }
-#else
-  // 0.25 has room for one address.
-  if (!ipv4.empty()) {
-    info->set_protocol(mesos::NetworkInfo::IPv4);
-    info->set_ip_address(ipv4[0]);
-  } else if (!ipv6.empty()) {
-    info->set_protocol(mesos::NetworkInfo::IPv6);
-    info->set_ip_address(ipv6[0]);
+    a->set_protocol(r.ip_addresses[i].ipv6 ? mesos::NetworkInfo::IPv6 : mesos::NetworkInfo::IPv4);
+    a->set_ip_address(r.ip_addresses[i].ip);
   }
 #endif
+  if (r.has_ip_address) {
+    info->set_protocol(r.ip_address.ipv6 ? mesos::NetworkInfo::IPv6 : mesos::NetworkInfo::IPv4);
+    info->set_ip_address(r.ip_address.ip);
+  }
+  for (size_t i = 0; i < r.groups.size(); ++i) info->add_groups(r.groups[i]);
 }
 
 }  // namespace compat

@@ -44,9 +44,9 @@ int main(int argc, char** argv) {
   // handle (the container id).
   PluginAnswer c = call_plugin(plugin, cleanup_request("agent", cid), PLAIN, options);
   if (!c.ok) return fail("cleanup", c);
-  Strings ips = a.ipv4;
-  ips.insert(ips.end(), a.ipv6.begin(), a.ipv6.end());
-  PluginAnswer rel = call_plugin(plugin, release_request(ips, cid), PLAIN, options);
+  // What the module sends after the plugin's cleanup: by uid, with
+  // nothing left to free.
+  PluginAnswer rel = call_plugin(plugin, release_request(cid), PLAIN, options);
   if (!rel.ok) return fail("release", rel);
   std::cout << "cleaned up and released\n";
   return 0;
