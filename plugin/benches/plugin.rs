@@ -145,6 +145,88 @@ fn main() {
     print(&rows);
     println!();
     concurrent_table();
+    println!();
+    failover_table();
+}
+
+/// A three-member cluster, `timeout_ms = 1000` (default deadline): the
+/// slowest of 20 allocate/release requests with a frozen member or a
+/// blackholed endpoint listed first, and the time to the error with all
+/// members down. The goals are the failover issue's.
+fn failover_table() {
+    let etcd = Etcd::cluster(3);
+    etcd.seed_calico(&["fo-1"]);
+    Plugin::new(&etcd, "fo-1").add_pool("198.18.0.0/22", 26);
+    let urls: Vec<String> = etcd.members.iter().map(|m| m.client_url.clone()).collect();
+    let plugin = |endpoints: &str| {
+        let p = Plugin::with_endpoints(endpoints, "fo-1");
+        p.set_config("[etcd]\ntimeout_ms = 1000\n");
+        p
+    };
+    let slowest = |p: &Plugin, tag: &str| {
+        (0..20)
+            .map(|i| {
+                let t = Instant::now();
+                if i % 2 == 0 {
+                    p.allocate(&format!("{tag}{}", i / 2), 1, 0).ok();
+                } else {
+                    p.release_uid(&format!("{tag}{}", i / 2)).ok();
+                }
+                t.elapsed()
+            })
+            .max()
+            .unwrap()
+    };
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "etcd trouble (timeout_ms = 1000)", "measured", "goal"
+    );
+    let follower = (etcd.leader() + 1) % 3;
+    let mut order = vec![urls[follower].clone()];
+    order.extend(urls.iter().filter(|u| **u != urls[follower]).cloned());
+    etcd.freeze(follower, true);
+    let frozen = slowest(&plugin(&order.join(",")), "fz");
+    etcd.freeze(follower, false);
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "max request, frozen member listed first",
+        ms(frozen),
+        "2500 ms"
+    );
+    let hole = common::etcd::Blackhole::new();
+    let holed = slowest(&plugin(&format!("{},{}", hole.url, urls.join(","))), "bh");
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "max request, blackholed endpoint listed first",
+        ms(holed),
+        "2500 ms"
+    );
+    let mut etcd = etcd;
+    etcd.stop();
+    let p = plugin(&urls.join(","));
+    let t = Instant::now();
+    assert_eq!(p.allocate("down", 1, 0).status, 1);
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "time to the error, all members down",
+        ms(t.elapsed()),
+        "16000 ms"
+    );
+    etcd.restart();
+    for i in 0..3 {
+        etcd.freeze(i, true);
+    }
+    let t = Instant::now();
+    assert_eq!(p.allocate("frozen", 1, 0).status, 1);
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "time to the error, all members frozen",
+        ms(t.elapsed()),
+        "16000 ms"
+    );
+    for i in 0..3 {
+        etcd.freeze(i, false);
+    }
 }
 
 /// 20 concurrent workers x 10 allocations, on one host (queued on the

@@ -139,7 +139,7 @@ fn with_datastore(cmd: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let ds = Datastore::connect(&config.etcd).await?;
         match cmd {
             Command::Pool(p) => pool(&ds, p).await,
@@ -149,7 +149,11 @@ fn with_datastore(cmd: Command) -> anyhow::Result<()> {
             }
             Command::Man => unreachable!("handled without a datastore"),
         }
-    })
+    });
+    // A name lookup still blocked in a resolver thread must not hold the
+    // command past its deadline.
+    runtime.shutdown_background();
+    result
 }
 
 async fn pool(ds: &Datastore, cmd: PoolCommand) -> anyhow::Result<()> {
