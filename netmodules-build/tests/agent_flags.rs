@@ -286,6 +286,19 @@ fn modules_pointing_elsewhere_are_left_alone_with_one_line_saying_what_to_add() 
     });
 }
 
+/// The 2016 calico-mesos package pointed --modules at its own file, which
+/// the upgrade to this one removes: add takes the flag over, remove deletes it.
+#[test]
+fn modules_of_the_2016_package_become_ours() {
+    each_shell(|r| {
+        r.write("modules", "file:///calico/modules.json\n");
+        r.silent(&["add"]);
+        assert_eq!(r.read("modules").unwrap(), MODULES);
+        r.silent(&["remove"]);
+        assert_eq!(r.read("modules"), None);
+    });
+}
+
 #[test]
 fn a_created_file_the_operator_extended_stays_without_our_entry() {
     each_shell(|r| {
