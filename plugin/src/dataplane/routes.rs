@@ -170,7 +170,12 @@ pub async fn route_owner(handle: &Handle, ip: IpAddr) -> Result<Option<u32>, Dat
         Ok(None) => return Ok(None),
         // No route at all (not even a default one).
         Err(e) if matches!(errno(&e), Some(ENETUNREACH | EHOSTUNREACH)) => return Ok(None),
-        Err(e) => return Err(DataplaneError::netlink(format!("look up the route to {ip}"), e)),
+        Err(e) => {
+            return Err(DataplaneError::netlink(
+                format!("look up the route to {ip}"),
+                e,
+            ))
+        }
     };
     let full = prefix_len(&ip);
     if msg.header.destination_prefix_length != full

@@ -47,10 +47,11 @@ impl Ipam<'_> {
                 .try_allocate(handle_id, num_v4, num_v6, specific, &attr, &hinted)
                 .await
             {
-                Ok(Some((ips, room))) => {
+                Ok(Some((ips, room, held))) => {
                     if room != hinted {
                         hints::write(&self.settings.lock_dir, self.node, &room);
                     }
+                    hints::record_handle(&self.settings.lock_dir, self.node, handle_id, &held);
                     return Ok(ips);
                 }
                 Ok(None) => {}
@@ -64,7 +65,8 @@ impl Ipam<'_> {
     }
 
     /// One attempt; None: it lost a race (or must wait) and is planned
-    /// again. Also returns the blocks that still have room, the next hint.
+    /// again. Also returns the blocks that still have room (the next hint)
+    /// and the blocks the handle holds addresses in (its record).
     async fn try_allocate(
         &self,
         handle_id: &str,
@@ -73,7 +75,7 @@ impl Ipam<'_> {
         specific: &[IpAddr],
         attr: &AllocationAttribute,
         hinted: &[IpNetwork],
-    ) -> Result<Option<(Vec<IpAddr>, Vec<IpNetwork>)>> {
+    ) -> Result<Option<(Vec<IpAddr>, Vec<IpNetwork>, Vec<IpNetwork>)>> {
         let snap = self.snapshot(Some(handle_id), hinted).await?;
         let mut plan = Plan::new(
             self.node,
@@ -101,11 +103,12 @@ impl Ipam<'_> {
             }
         }
         let room = plan.changed_blocks_with_room();
+        let held = plan.handle_blocks();
         Ok(self
             .ds
             .commit(&plan.into_batch())
             .await?
-            .then_some((got, room)))
+            .then_some((got, room, held)))
     }
 
     /// Assigns specific addresses (reserve, static IPs) to the plan.

@@ -32,13 +32,52 @@ pub fn read(dir: &Path, node: &str) -> Vec<IpNetwork> {
 
 /// Records `cidrs` as the hint. Called under the host lock; best effort.
 pub fn write(dir: &Path, node: &str, cidrs: &[IpNetwork]) {
-    let path = hint_path(dir, node);
-    let tmp = dir.join(format!(".blocks.{node}.tmp"));
-    let text: String = cidrs
-        .iter()
-        .take(MAX_HINTS)
-        .map(|c| format!("{c}\n"))
-        .collect();
+    let cidrs = &cidrs[..cidrs.len().min(MAX_HINTS)];
+    write_list(
+        &hint_path(dir, node),
+        dir,
+        &format!(".blocks.{node}.tmp"),
+        cidrs,
+    );
+}
+
+fn handles_dir(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("handles.{node}"))
+}
+
+/// The blocks recorded for `handle` (empty: no record).
+pub fn handle_blocks(dir: &Path, node: &str, handle: &str) -> Vec<IpNetwork> {
+    let Ok(bytes) = crate::files::read_bounded(&handles_dir(dir, node).join(handle)) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .take(64)
+        .collect()
+}
+
+/// Records the blocks `handle` holds addresses in (none: forgets it).
+pub fn record_handle(dir: &Path, node: &str, handle: &str, cidrs: &[IpNetwork]) {
+    let hdir = handles_dir(dir, node);
+    if cidrs.is_empty() {
+        let _ = std::fs::remove_file(hdir.join(handle));
+        return;
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&hdir) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            tracing::debug!("cannot create {}: {e}", hdir.display());
+            return;
+        }
+    }
+    write_list(&hdir.join(handle), &hdir, &format!(".{handle}.tmp"), cidrs);
+}
+
+/// Writes one CIDR per line to `path` through a temp file and a rename.
+fn write_list(path: &Path, dir: &Path, tmp_name: &str, cidrs: &[IpNetwork]) {
+    let tmp = dir.join(tmp_name);
+    let text: String = cidrs.iter().map(|c| format!("{c}\n")).collect();
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -47,7 +86,7 @@ pub fn write(dir: &Path, node: &str, cidrs: &[IpNetwork]) {
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&tmp)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         tracing::debug!("cannot record the block hint {}: {e}", path.display());
     }

@@ -183,6 +183,14 @@ impl Plan {
         }
     }
 
+    /// The blocks the plan's own handle holds addresses in once it commits.
+    pub fn handle_blocks(&self) -> Vec<IpNetwork> {
+        self.handles
+            .get(&self.handle_id)
+            .map(|h| h.doc.block.keys().filter_map(|c| c.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
     /// The blocks this plan changed that still have free addresses.
     pub fn changed_blocks_with_room(&self) -> Vec<IpNetwork> {
         self.blocks
