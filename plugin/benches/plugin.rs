@@ -17,6 +17,8 @@ const RUNS: usize = 40;
 struct Row {
     what: String,
     samples: Vec<Duration>,
+    /// etcd round trips per run: (reads, writes), from etcd's metrics.
+    calls: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -38,7 +40,29 @@ fn time<F: FnMut(usize)>(what: &str, runs: usize, mut f: F) -> Row {
     Row {
         what: what.to_string(),
         samples,
+        calls: None,
     }
+}
+
+/// `time`, plus etcd's own count of round trips per run: every KV call it
+/// served, of which writes are the revisions they added (a committed write
+/// transaction adds exactly one).
+fn counted<F: FnMut(usize)>(etcd: &Etcd, what: &str, runs: usize, f: F) -> Row {
+    let (calls0, rev0) = (total_calls(etcd), etcd.revision());
+    let mut row = time(what, runs, f);
+    let (calls1, rev1) = (total_calls(etcd), etcd.revision());
+    let writes = (rev1 - rev0) as f64 / runs as f64;
+    let all = (calls1 - calls0) as f64 / runs as f64;
+    row.calls = Some((all - writes, writes));
+    row
+}
+
+fn total_calls(etcd: &Etcd) -> u64 {
+    etcd.kv_calls()
+        .iter()
+        .filter(|(m, _)| m.as_str() != "Compact")
+        .map(|(_, n)| n)
+        .sum()
 }
 
 fn ms(d: Duration) -> String {
@@ -46,17 +70,24 @@ fn ms(d: Duration) -> String {
 }
 
 fn print(rows: &[Row]) {
+    let reference = rows[0].stat(0.5).as_secs_f64();
     println!(
-        "{:<44} {:>5} {:>11} {:>11}",
-        "operation", "runs", "median", "p95"
+        "{:<48} {:>5} {:>10} {:>10} {:>10} {:>13}",
+        "operation", "runs", "median", "p95", "x etcdctl", "etcd r + w"
     );
     for r in rows {
+        let calls = r
+            .calls
+            .map(|(rd, wr)| format!("{rd:.1} + {wr:.1}"))
+            .unwrap_or_default();
         println!(
-            "{:<44} {:>5} {:>11} {:>11}",
+            "{:<48} {:>5} {:>10} {:>10} {:>10.2} {:>13}",
             r.what,
             r.samples.len(),
             ms(r.stat(0.5)),
-            ms(r.stat(0.95))
+            ms(r.stat(0.95)),
+            r.stat(0.5).as_secs_f64() / reference,
+            calls
         );
     }
 }
@@ -106,10 +137,10 @@ fn main() {
         time("reference: `calico-mesos --version`", RUNS, |_| {
             assert!(p.cli(&["--version"]).status.success());
         }),
-        time("allocate 1 IPv4 (empty pool)", RUNS, |i| {
+        counted(&etcd, "allocate 1 IPv4 (empty pool)", RUNS, |i| {
             p.allocate(&format!("a{i}"), 1, 0).ok();
         }),
-        time("release by uid", RUNS, |i| {
+        counted(&etcd, "release by uid", RUNS, |i| {
             p.release_uid(&format!("a{i}")).ok();
         }),
     ];
@@ -294,6 +325,7 @@ fn concurrent_table() {
         let row = Row {
             what: String::new(),
             samples,
+            calls: None,
         };
         println!(
             "{:<34} {:>16.2} {:>11} {:>11} {:>15}",
@@ -339,13 +371,13 @@ fn dataplane_rows(etcd: &Etcd) -> Vec<Row> {
         let v4 = p.allocate(&cid, 1, 0).ok().ips("ipv4");
         prepared.push((cid, host.container(), v4));
     }
-    let isolate = time("isolate (veth, routes, endpoint)", RUNS, |i| {
+    let isolate = counted(etcd, "isolate (veth, routes, endpoint)", RUNS, |i| {
         let (cid, ctr, v4) = &prepared[i];
         p.request(&serde_json::json!({"command": "isolate", "args": {
             "hostname": "bench-1", "container_id": cid, "pid": ctr.pid, "ipv4_addrs": v4, "netgroups": ["bench"]}}))
             .ok();
     });
-    let cleanup = time("cleanup (veth, endpoint, addresses)", RUNS, |i| {
+    let cleanup = counted(etcd, "cleanup (veth, endpoint, addresses)", RUNS, |i| {
         p.request(&serde_json::json!({"command": "cleanup", "args": {
             "hostname": "bench-1", "container_id": prepared[i].0}}))
             .ok();
