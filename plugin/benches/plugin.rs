@@ -170,7 +170,11 @@ fn main() {
             },
         ));
     }
-    rows.push(many_addresses_row());
+    let (many, rss_many) = many_addresses_row();
+    rows.push(many);
+    let borrow = borrow_row();
+    let borrow_bytes = borrow.1;
+    rows.push(borrow.0);
     if can_run() {
         rows.extend(dataplane_rows(&etcd));
     }
@@ -185,6 +189,32 @@ fn main() {
     println!(
         "allocate with 10,000 addresses on the host / empty pool: {:.2} (goal <= 1.30)",
         full / empty
+    );
+    println!(
+        "bytes etcd sent per borrowing allocate: {:.1} KiB (goal <= 64 KiB)",
+        borrow_bytes / 1024.0
+    );
+    let median = |name: &str| {
+        rows.iter()
+            .find(|r| r.what.starts_with(name))
+            .map(|r| r.stat(0.5).as_secs_f64())
+    };
+    if let (Some(cycle), Some(put)) = (median("full cycle"), median("reference: one")) {
+        print!(
+            "full cycle / etcdctl put: {:.2} (goal <= 1.50)",
+            cycle / put
+        );
+        match median("CNI ptp ADD+DEL") {
+            Some(ptp) => println!("; / CNI ptp ADD+DEL: {:.2} (goal <= 0.60)", cycle / ptp),
+            None => println!(),
+        }
+    }
+    let alloc = serde_json::json!({"command": "allocate", "args": {
+        "hostname": "bench-1", "uid": "rss-1", "num_ipv4": 1, "num_ipv6": 0}});
+    println!(
+        "peak RSS of one allocate: {:.1} MB on a 90 % full /22, {rss_many:.1} MB with 157 full own \
+         blocks and no hint (goal <= 20 MB, flat)",
+        peak_rss(&p, &alloc)
     );
     println!();
     concurrent_table();
@@ -340,7 +370,7 @@ fn concurrent_table() {
 
 /// allocate on a host that already holds 10,000 addresses in 157 blocks:
 /// the block hint and lazy block reads keep it near the empty-pool cost.
-fn many_addresses_row() -> Row {
+fn many_addresses_row() -> (Row, f64) {
     let etcd = Etcd::start();
     etcd.seed_calico(&["many-1"]);
     etcd.put(
@@ -351,13 +381,92 @@ fn many_addresses_row() -> Row {
     p.add_pool("198.18.0.0/17", 26);
     let mut in_use = 0;
     fill_to(&p, &mut in_use, 10_000);
-    time(
+    let row = counted(
+        &etcd,
         "allocate 1 IPv4, 10,000 addresses on this host",
         RUNS,
         |i| {
             p.allocate(&format!("m{i}"), 1, 0).ok();
         },
-    )
+    );
+    // The largest shape: a fresh handle, the hint gone, every block read.
+    let _ = std::fs::remove_dir_all(common::etcd::lock_dir_for(&etcd.endpoints()));
+    let req = serde_json::json!({"command": "allocate", "args": {
+        "hostname": "many-1", "uid": "rss-many", "num_ipv4": 1, "num_ipv6": 0}});
+    (row, peak_rss(&p, &req))
+}
+
+/// allocate on a host without blocks of its own, every block of the pool
+/// claimed by another host, borrowing on: the bytes etcd sends per run.
+fn borrow_row() -> (Row, f64) {
+    let etcd = Etcd::start();
+    etcd.seed_calico(&["owner-1", "borrower-1"]);
+    let owner = Plugin::new(&etcd, "owner-1");
+    owner.add_pool("198.18.0.0/20", 26); // 64 blocks
+    for b in 0..64 {
+        owner.allocate(&format!("own{b}"), 1, 0).ok();
+        // A block per allocation: claim the next one.
+        owner.reserve(
+            &format!("claim{b}"),
+            &[&format!("198.18.{}.{}", b / 4, (b % 4) * 64 + 1)],
+            &[],
+        );
+    }
+    let p = Plugin::new(&etcd, "borrower-1");
+    p.set_config("[ipam]\nborrow = true\n");
+    let before = etcd.metric("etcd_network_client_grpc_sent_bytes_total");
+    let row = counted(
+        &etcd,
+        "allocate 1 IPv4 by borrowing (all blocks claimed)",
+        RUNS,
+        |i| {
+            p.allocate(&format!("b{i}"), 1, 0).ok();
+        },
+    );
+    let after = etcd.metric("etcd_network_client_grpc_sent_bytes_total");
+    // The counted() metric reads themselves are not KV calls: negligible.
+    (row, (after - before) / RUNS as f64)
+}
+
+/// Peak resident memory (MB) of one plugin process running `req`, from GNU
+/// time's %M (NaN when /usr/bin/time is not installed).
+fn peak_rss(plugin: &Plugin, req: &serde_json::Value) -> f64 {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        return f64::NAN;
+    }
+    {
+        use std::io::Write;
+        let plain = plugin.command();
+        let mut timed = Command::new("/usr/bin/time");
+        timed
+            .args(["-f", "%M"])
+            .arg(plain.get_program())
+            .args(plain.get_args())
+            .env_clear();
+        for (k, v) in plain.get_envs() {
+            if let Some(v) = v {
+                timed.env(k, v);
+            }
+        }
+        let mut child = timed
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(req.to_string().as_bytes());
+        let out = child.wait_with_output().unwrap();
+        let kib: f64 = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(f64::NAN);
+        kib / 1024.0
+    }
 }
 
 /// isolate and cleanup inside a simulated host (needs root).
@@ -365,6 +474,12 @@ fn dataplane_rows(etcd: &Etcd) -> Vec<Row> {
     let mut host = SimHost::new();
     host.reach_etcd(&etcd.endpoints());
     let p = Plugin::new(etcd, "bench-1").on_host(host.ns.pid);
+    let isolate_req = |cid: &str, pid: u32, v4: &[String]| {
+        serde_json::json!({"command": "isolate", "args": {
+            "hostname": "bench-1", "container_id": cid, "pid": pid, "ipv4_addrs": v4,
+            "netgroups": ["bench"]}})
+    };
+    let cleanup_req = |cid: &str| serde_json::json!({"command": "cleanup", "args": {"hostname": "bench-1", "container_id": cid}});
     let mut prepared = Vec::with_capacity(RUNS);
     for i in 0..RUNS {
         let cid = format!("bench-{i}");
@@ -373,14 +488,112 @@ fn dataplane_rows(etcd: &Etcd) -> Vec<Row> {
     }
     let isolate = counted(etcd, "isolate (veth, routes, endpoint)", RUNS, |i| {
         let (cid, ctr, v4) = &prepared[i];
-        p.request(&serde_json::json!({"command": "isolate", "args": {
-            "hostname": "bench-1", "container_id": cid, "pid": ctr.pid, "ipv4_addrs": v4, "netgroups": ["bench"]}}))
-            .ok();
+        p.request(&isolate_req(cid, ctr.pid, v4)).ok();
     });
-    let cleanup = counted(etcd, "cleanup (veth, endpoint, addresses)", RUNS, |i| {
-        p.request(&serde_json::json!({"command": "cleanup", "args": {
-            "hostname": "bench-1", "container_id": prepared[i].0}}))
-            .ok();
+    let cleanup = counted(
+        etcd,
+        "cleanup, container alive (kernel veth delete)",
+        RUNS,
+        |i| {
+            p.request(&cleanup_req(&prepared[i].0)).ok();
+        },
+    );
+
+    // The whole cycle, as Mesos runs it: the container's processes (and
+    // so its namespace, and with it the veth) are gone before cleanup.
+    let mut cycle = Vec::with_capacity(RUNS);
+    let mut mesos_cleanup = Vec::with_capacity(RUNS);
+    for i in 0..RUNS {
+        let cid = format!("cycle-{i}");
+        let ctr = host.container();
+        let t = Instant::now();
+        let v4 = p.allocate(&cid, 1, 0).ok().ips("ipv4");
+        p.request(&isolate_req(&cid, ctr.pid, &v4)).ok();
+        let mut first = t.elapsed();
+        drop(ctr);
+        let veth = calico_mesos::dataplane::host_veth_name(&cid);
+        while host.ns.link(&veth).is_some() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let t = Instant::now();
+        p.request(&cleanup_req(&cid)).ok();
+        let c = t.elapsed();
+        p.release_uid(&cid).ok();
+        first += t.elapsed();
+        mesos_cleanup.push(c);
+        cycle.push(first);
+    }
+    let mut rows = vec![
+        isolate,
+        cleanup,
+        Row {
+            what: "cleanup as Mesos runs it (namespace gone)".into(),
+            samples: mesos_cleanup,
+            calls: None,
+        },
+        Row {
+            what: "full cycle: allocate+isolate+cleanup+release".into(),
+            samples: cycle,
+            calls: None,
+        },
+    ];
+    rows.extend(cni_ptp_rows(&host));
+    rows
+}
+
+/// Debian's containernetworking-plugins ptp + host-local, ADD then DEL in
+/// the same simulated host: the closest runnable peer (Go, one exec, veth
+/// + /32, IPAM in local files).
+fn cni_ptp_rows(host: &SimHost) -> Vec<Row> {
+    let ptp = std::path::Path::new("/usr/lib/cni/ptp");
+    if !ptp.exists() {
+        println!("(CNI ptp not installed: `apt install containernetworking-plugins` for its rows)");
+        return Vec::new();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "ptp",
+        "ipMasq": false, "ipam": {"type": "host-local", "subnet": "198.18.128.0/20",
+        "dataDir": data.path()}})
+    .to_string();
+    let run = |cmd: &str, id: &str, pid: u32| {
+        use std::io::Write;
+        let mut child = host
+            .ns
+            .command("/usr/lib/cni/ptp")
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", format!("/proc/{pid}/ns/net"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "ptp {cmd}");
+    };
+    let ctrs: Vec<_> = (0..RUNS).map(|_| host.container()).collect();
+    let add = time("CNI ptp ADD (reference)", RUNS, |i| {
+        run("ADD", &format!("p{i}"), ctrs[i].pid)
     });
-    vec![isolate, cleanup]
+    let del = time("CNI ptp DEL (reference)", RUNS, |i| {
+        run("DEL", &format!("p{i}"), ctrs[i].pid)
+    });
+    let both = Row {
+        what: "CNI ptp ADD+DEL (reference)".into(),
+        samples: add
+            .samples
+            .iter()
+            .zip(&del.samples)
+            .map(|(a, d)| *a + *d)
+            .collect(),
+        calls: None,
+    };
+    vec![add, del, both]
 }

@@ -395,6 +395,24 @@ impl Etcd {
         self.etcdctl(&["del", key]);
     }
 
+    /// A plain counter of etcd's `/metrics`, summed over the members.
+    pub fn metric(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut total = 0.0;
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            let addr = m.client_url.trim_start_matches("http://");
+            let mut conn = std::net::TcpStream::connect(addr).expect("etcd metrics");
+            write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+            let mut text = String::new();
+            conn.read_to_string(&mut text).unwrap();
+            total += text
+                .lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        total
+    }
+
     /// etcd's own count of KV calls served so far, by method (`Txn`,
     /// `Range`, `Put`, `DeleteRange`), summed over the members: read from
     /// each member's `/metrics` (plain http only).
