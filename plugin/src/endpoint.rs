@@ -55,6 +55,15 @@ pub fn endpoint_name(node: &str, container_id: &str) -> String {
         .join("-")
 }
 
+/// The key prefix of every Mesos endpoint of `node` (names start with the
+/// escaped node and orchestrator, so no other node's names match).
+pub fn node_endpoints_prefix(node: &str) -> String {
+    keys::workload_endpoint(
+        NAMESPACE,
+        &format!("{}-{ORCHESTRATOR}-", node.replace('-', "--")),
+    )
+}
+
 pub fn endpoint_key(node: &str, container_id: &str) -> String {
     keys::workload_endpoint(NAMESPACE, &endpoint_name(node, container_id))
 }

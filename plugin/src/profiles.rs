@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
 use crate::datastore::model::{Extra, Metadata, Node, Resource};
-use crate::datastore::{keys, Datastore, Result, WriteBatch};
+use crate::datastore::{keys, Versioned, WriteBatch};
 use crate::endpoint::collapse_dot_runs;
 
 pub const NETGROUP_LABEL_PREFIX: &str = "netgroup.mesos.projectcalico.org/";
@@ -196,19 +196,8 @@ pub fn host_profile(node_name: &str, node: &Node) -> Profile {
     )
 }
 
-/// Adds to `batch` the profile writes an endpoint of this node needs:
-/// a create for each missing profile, and the host profile's rules brought
-/// up to date. Existing profiles are otherwise never overwritten. Every
-/// write is guarded, so a profile created concurrently makes the whole
-/// batch fail, and the caller reads and plans again: an endpoint is never
-/// committed without its profiles.
-pub async fn add_profile_writes(
-    ds: &Datastore,
-    batch: &mut WriteBatch,
-    node_name: &str,
-    node: &Node,
-    netgroups: &[String],
-) -> Result<()> {
+/// The profiles an endpoint of this node with these netgroups lists.
+pub fn wanted(node_name: &str, node: &Node, netgroups: &[String]) -> Vec<Profile> {
     let mut wanted: Vec<Profile> = vec![host_profile(node_name, node)];
     if netgroups.iter().any(|g| g == PUBLIC) {
         wanted.push(public_profile());
@@ -219,15 +208,36 @@ pub async fn add_profile_writes(
             .filter(|g| *g != PUBLIC)
             .map(|g| netgroup_profile(g)),
     );
-    let keys: Vec<String> = wanted
+    wanted
+}
+
+/// The keys of those profiles, in the same order (known before the Node
+/// is read, so they can be read together with it).
+pub fn wanted_keys(node_name: &str, netgroups: &[String]) -> Vec<String> {
+    profiles_for(node_name, netgroups)
         .iter()
-        .map(|p| keys::profile(&p.metadata.name))
-        .collect();
-    let existing = ds.get_many::<Profile>(&keys).await?;
-    for ((key, want), have) in keys.iter().zip(&wanted).zip(existing) {
+        .map(|n| keys::profile(n))
+        .collect()
+}
+
+/// Adds to `batch` the profile writes an endpoint of this node needs,
+/// given what etcd holds (`existing`, in `wanted` order): a create for
+/// each missing profile, and the host profile's rules brought up to date.
+/// Existing profiles are otherwise never overwritten. Every write is
+/// guarded, so a profile created or deleted concurrently makes the whole
+/// batch fail and the caller reads and plans again: an endpoint is never
+/// committed without its profiles.
+pub fn add_writes(
+    batch: &mut WriteBatch,
+    node_name: &str,
+    wanted: &[Profile],
+    existing: &[Option<Versioned<Profile>>],
+) {
+    for (want, have) in wanted.iter().zip(existing) {
+        let key = keys::profile(&want.metadata.name);
         match have {
             None => {
-                batch.create(key, want);
+                batch.create(&key, want);
             }
             Some(have)
                 if want.metadata.name == host_profile_name(node_name)
@@ -236,15 +246,14 @@ pub async fn add_profile_writes(
                 let mut updated = have.value.clone();
                 updated.spec.ingress = want.spec.ingress.clone();
                 updated.spec.egress = want.spec.egress.clone();
-                batch.update(key, have.mod_revision, &updated);
+                batch.update(&key, have.mod_revision, &updated);
             }
             // Present: it must still be there when the batch commits.
             Some(have) => {
-                batch.require_unchanged(key, have.mod_revision);
+                batch.require_unchanged(&key, have.mod_revision);
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -19,13 +19,16 @@ use anyhow::bail;
 
 use crate::config::Config;
 use crate::dataplane::{self, ContainerNetwork, Dataplane, HostEnd};
-use crate::datastore::model::IpamHandle;
-use crate::datastore::{keys, Datastore, Versioned, WriteBatch};
+use crate::datastore::model::Node;
+use crate::datastore::{keys, Datastore, RawEntry, Read, Versioned, WriteBatch};
 use crate::endpoint::{
-    build_endpoint, endpoint_ips, endpoint_key, recorded_handles, EndpointInput, WorkloadEndpoint,
+    build_endpoint, endpoint_ips, endpoint_key, node_endpoints_prefix, recorded_handles,
+    EndpointInput, WorkloadEndpoint,
 };
-use crate::ipam::{handle_for_uid, Ipam};
-use crate::profiles;
+use crate::ipam::lookup::{self, Found};
+use crate::ipam::ownership::index_endpoints;
+use crate::ipam::{self, handle_for_uid, Ipam};
+use crate::profiles::{self, Profile};
 use crate::protocol::{CleanupArgs, IsolateArgs};
 
 /// How often the endpoint write is planned again when a profile was
@@ -39,8 +42,6 @@ pub async fn isolate(
     args: &IsolateArgs,
 ) -> anyhow::Result<()> {
     let node = cfg.node_name.as_str();
-    let ipam = Ipam::new(ds, node, &cfg.ipam);
-    let node_doc = ipam.check_ready().await?;
     let key = endpoint_key(node, &args.container_id);
     let ips: Vec<IpAddr> = args
         .ipv4
@@ -58,8 +59,8 @@ pub async fn isolate(
 
     // ---- validation: nothing below writes until it all passed ----------
     dp.check_pid(args.pid).await?;
-    let existing = ds.get::<WorkloadEndpoint>(&key).await?;
-    if let Some(ep) = &existing {
+    let view = View::read(cfg, ds, args, &key, &ips).await?;
+    if let Some(ep) = &view.endpoint {
         let have: BTreeSet<IpAddr> = endpoint_ips(&ep.value).into_iter().collect();
         let want: BTreeSet<IpAddr> = ips.iter().copied().collect();
         if have != want {
@@ -71,9 +72,9 @@ pub async fn isolate(
             );
         }
     }
-    let handles = check_addresses(&ipam, ds, &args.container_id, &key, &ips).await?;
+    let mut owners = check_addresses(cfg, ds, &view, &args.container_id, &key, &ips).await?;
     let probe = dp.probe(&net).await?;
-    if existing.is_some() && probe.paired {
+    if view.endpoint.is_some() && probe.paired {
         tracing::info!("container already isolated with these addresses; nothing to do");
         return Ok(());
     }
@@ -88,19 +89,62 @@ pub async fn isolate(
     }
     let plumbed = dp.setup(&net).await?;
     crate::faults::point("isolate:plumbed");
-    let endpoint = build_endpoint(&EndpointInput {
-        node,
-        container_id: &args.container_id,
-        ips: &ips,
-        profiles: profiles::profiles_for(node, &args.netgroups),
-        interface_name: &plumbed.host_ifname,
-        mac: &plumbed.container_mac,
-        mesos_labels: &args.labels,
-        netgroups: &args.netgroups,
-        handles: &handles,
-    });
-    let written = write_endpoint(ds, cfg, &node_doc, args, &key, &endpoint, existing).await;
-    if let Err(e) = written {
+    let endpoint_at = view.endpoint.as_ref().map(|e| e.mod_revision);
+    let mut view = view;
+    let mut written = Ok(false);
+    for attempt in 0..ENDPOINT_ATTEMPTS {
+        if attempt > 0 {
+            // Someone changed a profile, a block or the endpoint: read and
+            // validate again (the addresses may have changed hands).
+            view = match View::read(cfg, ds, args, &key, &ips).await {
+                Ok(v) => v,
+                Err(e) => {
+                    written = Err(e);
+                    break;
+                }
+            };
+            if view.endpoint.as_ref().map(|e| e.mod_revision) != endpoint_at {
+                written = Err(anyhow::anyhow!(
+                    "the endpoint of container {} was written by someone else meanwhile",
+                    args.container_id
+                ));
+                break;
+            }
+            owners = match check_addresses(cfg, ds, &view, &args.container_id, &key, &ips).await {
+                Ok(o) => o,
+                Err(e) => {
+                    written = Err(e);
+                    break;
+                }
+            };
+        }
+        let endpoint = build_endpoint(&EndpointInput {
+            node,
+            container_id: &args.container_id,
+            ips: &ips,
+            profiles: profiles::profiles_for(node, &args.netgroups),
+            interface_name: &plumbed.host_ifname,
+            mac: &plumbed.container_mac,
+            mesos_labels: &args.labels,
+            netgroups: &args.netgroups,
+            handles: &owners.handles,
+        });
+        written = write_endpoint(ds, cfg, args, &view, &owners, &key, &endpoint).await;
+        if !matches!(written, Ok(false)) {
+            break;
+        }
+        tracing::debug!(attempt, "the endpoint write lost a race; reading again");
+    }
+    let failed = match written {
+        Ok(true) => None,
+        Ok(false) => Some(anyhow::anyhow!(
+            "could not confirm the profiles and addresses of container {} after \
+             {ENDPOINT_ATTEMPTS} attempts (other agents kept changing them)",
+            args.container_id
+        )),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = failed {
         // Undo the dataplane so nothing is left behind.
         if let Err(undo) = dp.teardown(&plumbed.host_ifname).await {
             tracing::error!(error = %undo, "could not remove {} after a failed isolate", plumbed.host_ifname);
@@ -112,38 +156,134 @@ pub async fn isolate(
     Ok(())
 }
 
+/// Everything isolate needs from etcd, read in one round trip at one
+/// revision: readiness, the endpoint, the container's own handle, the
+/// profiles, this node's other endpoints and the candidate blocks of each
+/// address (`ipam::lookup`).
+struct View {
+    node: Node,
+    endpoint: Option<Versioned<WorkloadEndpoint>>,
+    own_handle: Option<i64>,
+    profiles: Vec<Option<Versioned<Profile>>>,
+    node_endpoints: Vec<RawEntry>,
+    /// Per address, the reads of its candidate blocks.
+    blocks: Vec<Vec<Vec<RawEntry>>>,
+}
+
+impl View {
+    async fn read(
+        cfg: &Config,
+        ds: &Datastore,
+        args: &IsolateArgs,
+        key: &str,
+        ips: &[IpAddr],
+    ) -> anyhow::Result<View> {
+        let node = cfg.node_name.as_str();
+        let profile_keys = profiles::wanted_keys(node, &args.netgroups);
+        let mut reads = vec![
+            Read::Key(keys::cluster_information()),
+            Read::Key(keys::node(node)),
+            Read::Key(key.to_string()),
+            Read::Key(keys::handle(&handle_for_uid(&args.container_id))),
+            Read::Prefix(node_endpoints_prefix(node)),
+        ];
+        reads.extend(profile_keys.iter().cloned().map(Read::Key));
+        let per_ip = lookup::candidate_blocks(ips[0]).len();
+        for ip in ips {
+            reads.extend(
+                lookup::candidate_blocks(*ip)
+                    .iter()
+                    .map(|c| Read::Key(keys::block(c))),
+            );
+        }
+        let (r, _) = ds.read_batch_at(&reads, None).await?;
+        let node_doc = ipam::ready_from(&r[0], &r[1], node)?;
+        let endpoint = decode_one(&r[2])?;
+        let own_handle = r[3].first().map(|e| e.mod_revision);
+        let profiles_at = 5;
+        let profiles = r[profiles_at..profiles_at + profile_keys.len()]
+            .iter()
+            .map(|e| decode_one(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let blocks = r[profiles_at + profile_keys.len()..]
+            .chunks(per_ip)
+            .map(|c| c.to_vec())
+            .collect();
+        Ok(View {
+            node: node_doc,
+            endpoint,
+            own_handle,
+            profiles,
+            node_endpoints: r[4].clone(),
+            blocks,
+        })
+    }
+}
+
+/// The document of a single-key read, if there is one.
+fn decode_one<T: serde::de::DeserializeOwned>(
+    entries: &[RawEntry],
+) -> crate::datastore::Result<Option<Versioned<T>>> {
+    entries.first().map(|e| e.decode()).transpose()
+}
+
+/// Who holds the addresses: the handle of each (recorded on the endpoint
+/// for cleanup) and the block revisions the endpoint write is guarded on.
+struct Owners {
+    handles: BTreeMap<IpAddr, String>,
+    blocks: BTreeMap<String, i64>,
+}
+
 /// Every address must be allocated, held by this container's handle when
 /// it has one (`mesos.<container id>`, as our module allocates), and listed
-/// by no other endpoint. Returns the holder of each address, which the
-/// endpoint records for cleanup.
+/// by no other endpoint. Without an own handle (the 2016 module allocated
+/// under a uid of its own) every endpoint of the cluster is checked, the
+/// slow way.
 async fn check_addresses(
-    ipam: &Ipam<'_>,
+    cfg: &Config,
     ds: &Datastore,
+    view: &View,
     container_id: &str,
     own_key: &str,
     ips: &[IpAddr],
-) -> anyhow::Result<BTreeMap<IpAddr, String>> {
-    let states = ipam.address_states(ips).await?;
+) -> anyhow::Result<Owners> {
     let own_handle = handle_for_uid(container_id);
-    let has_own_handle = ds
-        .get::<IpamHandle>(&keys::handle(&own_handle))
-        .await?
-        .is_some();
-    let mut handles = BTreeMap::new();
-    for ip in ips {
-        let state = &states[ip];
-        if let Some(other) = state.endpoints.iter().find(|r| r.key != own_key) {
+    let mut owners = Owners {
+        handles: BTreeMap::new(),
+        blocks: BTreeMap::new(),
+    };
+    let here = index_endpoints(&view.node_endpoints);
+    let mut slow = view.own_handle.is_none();
+    for (ip, candidates) in ips.iter().zip(&view.blocks) {
+        if let Some(other) = here
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .find(|r| r.key != own_key)
+        {
             bail!(
                 "address {ip} is held by container {} (endpoint {})",
                 other.container,
                 other.key
             );
         }
-        let Some(holding) = &state.holding else {
-            bail!("address {ip} is not allocated: allocate or reserve it first");
+        let (holding, key, rev) = match lookup::find(*ip, candidates) {
+            Found::Held {
+                holding,
+                key,
+                mod_revision,
+            } => (holding, key, mod_revision),
+            Found::Free => bail!("address {ip} is not allocated: allocate or reserve it first"),
+            Found::Corrupt { key, reason } => {
+                bail!("IPAM block {key} is corrupt ({reason}); refusing to use it")
+            }
+            Found::Ambiguous => {
+                slow = true;
+                continue;
+            }
         };
         let holder = holding.handle.clone().unwrap_or_default();
-        if has_own_handle && holder != own_handle {
+        if view.own_handle.is_some() && holder != own_handle {
             bail!(
                 "address {ip} is held by {}, not by this container's {own_handle}",
                 if holder.is_empty() {
@@ -153,50 +293,64 @@ async fn check_addresses(
                 }
             );
         }
-        handles.insert(*ip, holder);
+        owners.handles.insert(*ip, holder);
+        owners.blocks.insert(key, rev);
     }
-    Ok(handles)
+    if slow {
+        let ipam = Ipam::new(ds, &cfg.node_name, &cfg.ipam);
+        let states = ipam.address_states(ips).await?;
+        for ip in ips {
+            let state = &states[ip];
+            if let Some(other) = state.endpoints.iter().find(|r| r.key != own_key) {
+                bail!(
+                    "address {ip} is held by container {} (endpoint {})",
+                    other.container,
+                    other.key
+                );
+            }
+            let Some(holding) = &state.holding else {
+                bail!("address {ip} is not allocated: allocate or reserve it first");
+            };
+            owners
+                .handles
+                .entry(*ip)
+                .or_insert_with(|| holding.handle.clone().unwrap_or_default());
+        }
+    }
+    Ok(owners)
 }
 
-/// Writes the endpoint together with the profiles it needs, in one guarded
-/// transaction; a profile created concurrently elsewhere means planning
-/// again. `existing`: the endpoint of an earlier attempt whose link was
-/// gone, replaced under its revision.
+/// Writes the endpoint together with the profiles it needs, in one
+/// transaction guarded on everything the validation read: the profiles,
+/// the blocks holding the addresses, the own handle and the endpoint
+/// (created, or replacing an earlier attempt's whose link was gone).
+/// Ok(false): something changed meanwhile; read and validate again.
 async fn write_endpoint(
     ds: &Datastore,
     cfg: &Config,
-    node_doc: &crate::datastore::model::Node,
     args: &IsolateArgs,
+    view: &View,
+    owners: &Owners,
     key: &str,
     endpoint: &WorkloadEndpoint,
-    existing: Option<Versioned<WorkloadEndpoint>>,
-) -> anyhow::Result<()> {
-    let mut existing_rev = existing.map(|e| e.mod_revision);
-    for attempt in 0..ENDPOINT_ATTEMPTS {
-        let mut batch = WriteBatch::new();
-        profiles::add_profile_writes(ds, &mut batch, &cfg.node_name, node_doc, &args.netgroups)
-            .await?;
-        batch.upsert(key, existing_rev, endpoint);
-        if ds.commit(&batch).await? {
-            return Ok(());
-        }
-        // Who changed: the endpoint (someone else isolated this container)
-        // is fatal, a profile is planned again.
-        let now = ds.get::<WorkloadEndpoint>(key).await?;
-        if now.as_ref().map(|e| e.mod_revision) != existing_rev {
-            bail!(
-                "the endpoint of container {} was written by someone else meanwhile",
-                args.container_id
-            );
-        }
-        existing_rev = now.map(|e| e.mod_revision);
-        tracing::debug!(attempt, "a profile changed concurrently; planning again");
+) -> anyhow::Result<bool> {
+    let mut batch = WriteBatch::new();
+    let wanted = profiles::wanted(&cfg.node_name, &view.node, &args.netgroups);
+    profiles::add_writes(&mut batch, &cfg.node_name, &wanted, &view.profiles);
+    for (block, rev) in &owners.blocks {
+        batch.require_unchanged(block, *rev);
     }
-    bail!(
-        "could not confirm the profiles of container {} after {ENDPOINT_ATTEMPTS} attempts \
-         (other agents kept changing them)",
-        args.container_id
-    )
+    let own = keys::handle(&handle_for_uid(&args.container_id));
+    match view.own_handle {
+        Some(rev) => batch.require_unchanged(&own, rev),
+        None => batch.require_absent(&own),
+    };
+    batch.upsert(
+        key,
+        view.endpoint.as_ref().map(|e| e.mod_revision),
+        endpoint,
+    );
+    Ok(ds.commit(&batch).await?)
 }
 
 pub async fn cleanup(

@@ -104,6 +104,13 @@ impl WriteBatch {
         self
     }
 
+    /// Applies the batch only while `key` is still absent (a read the batch
+    /// depends on).
+    pub fn require_absent(&mut self, key: &str) -> &mut Self {
+        self.guards.push(Guard::Absent(key.to_string()));
+        self
+    }
+
     /// Applies the batch only while `key` is still at `mod_revision`
     /// (a read the batch depends on, written by nobody here).
     pub fn require_unchanged(&mut self, key: &str, mod_revision: i64) -> &mut Self {

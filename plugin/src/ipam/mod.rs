@@ -20,6 +20,7 @@ mod allocate;
 pub mod block;
 mod hints;
 pub mod lock;
+pub mod lookup;
 pub mod ownership;
 pub mod plan;
 pub mod pools;
@@ -231,6 +232,12 @@ impl<'a> Ipam<'a> {
             .await?;
         check_ready(&r[0], &r[1], self.node).map(|n| n.value)
     }
+}
+
+/// The readiness check of `check_ready` over entries read elsewhere (the
+/// ClusterInformation and Node keys).
+pub fn ready_from(cluster: &[RawEntry], node: &[RawEntry], name: &str) -> Result<Node> {
+    check_ready(cluster, node, name).map(|n| n.value)
 }
 
 fn check_ready(cluster: &[RawEntry], node: &[RawEntry], name: &str) -> Result<Versioned<Node>> {
