@@ -22,12 +22,12 @@ use crate::dataplane::{self, ContainerNetwork, Dataplane, HostEnd};
 use crate::datastore::model::Node;
 use crate::datastore::{keys, Datastore, RawEntry, Read, Versioned, WriteBatch};
 use crate::endpoint::{
-    build_endpoint, endpoint_ips, endpoint_key, node_endpoints_prefix, recorded_handles,
-    EndpointInput, WorkloadEndpoint,
+    build_endpoint, endpoint_ips, endpoint_key, node_endpoints_prefix, EndpointInput,
+    WorkloadEndpoint,
 };
 use crate::ipam::lookup::{self, Found};
 use crate::ipam::ownership::index_endpoints;
-use crate::ipam::{self, handle_for_uid, Ipam};
+use crate::ipam::{self, handle_for_uid, ContainerRelease, Ipam};
 use crate::profiles::{self, Profile};
 use crate::protocol::{CleanupArgs, IsolateArgs};
 
@@ -373,63 +373,26 @@ pub async fn cleanup(
         }
     };
 
+    // Addresses and endpoint in one transaction: if this stops half-way,
+    // a rerun still finds the endpoint and the handles it recorded.
     let key = endpoint_key(node, &args.container_id);
-    // Only a failed release keeps the endpoint: it records the handles.
-    let mut released_all = true;
-    let endpoint = match ds.get::<WorkloadEndpoint>(&key).await {
-        Ok(ep) => ep,
+    let own = handle_for_uid(&args.container_id);
+    let (freed, endpoint_deleted) = match ipam.release_container(&key, &own).await {
+        Ok(ContainerRelease::Done {
+            freed,
+            endpoint_deleted,
+        }) => (freed, endpoint_deleted),
+        Ok(ContainerRelease::Unrecorded(ep)) => {
+            cleanup_unrecorded(&ipam, ds, dp, &key, &own, &ep, &mut errors).await
+        }
         Err(e) => {
-            released_all = false;
-            errors.push(format!("cannot read the endpoint: {e}"));
-            None
+            errors.push(format!(
+                "cannot release the addresses and delete the endpoint (kept, so that a rerun \
+                 can): {e}"
+            ));
+            (0, false)
         }
     };
-    // Addresses before the endpoint: if this stops half-way, a rerun
-    // still finds the endpoint and the handles it recorded.
-    let mut freed = 0;
-    let mut handles: BTreeSet<String> = BTreeSet::new();
-    if let Some(ep) = &endpoint {
-        match recorded_handles(&ep.value) {
-            Some(recorded) => handles.extend(recorded.into_values().filter(|h| !h.is_empty())),
-            None => {
-                // Written before handles were recorded: free its addresses
-                // by the ownership rules (its link is gone now).
-                let links = dp.host_links().await.unwrap_or_default();
-                match ipam.release_ips(&endpoint_ips(&ep.value), &links).await {
-                    Ok(r) => freed += r.freed,
-                    Err(e) => {
-                        released_all = false;
-                        errors.push(format!("cannot release the endpoint's addresses: {e}"));
-                    }
-                }
-            }
-        }
-    }
-    // Our module allocates under the container id; release that handle too.
-    handles.insert(handle_for_uid(&args.container_id));
-    for h in &handles {
-        match ipam.release_handle(h).await {
-            Ok(n) => freed += n,
-            Err(e) => {
-                released_all = false;
-                errors.push(format!("cannot release handle {h}: {e}"));
-            }
-        }
-    }
-    if let Some(ep) = &endpoint {
-        if released_all {
-            match ds
-                .commit(WriteBatch::new().delete(&key, ep.mod_revision))
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => errors.push("the endpoint changed during cleanup".into()),
-                Err(e) => errors.push(format!("cannot delete the endpoint: {e}")),
-            }
-        } else {
-            errors.push("the endpoint was kept so that a rerun can release its addresses".into());
-        }
-    }
     if !errors.is_empty() {
         bail!(
             "cleanup of container {} is incomplete (run it again to finish): {}",
@@ -437,17 +400,60 @@ pub async fn cleanup(
             errors.join("; ")
         );
     }
-    if !removed && endpoint.is_none() && freed == 0 {
+    if !removed && !endpoint_deleted && freed == 0 {
         tracing::warn!(container = %args.container_id, "cleanup of an unknown container: nothing to clean up");
     } else {
         tracing::info!(
             interface_removed = removed,
-            endpoint_deleted = endpoint.is_some(),
+            endpoint_deleted,
             freed,
             "container cleaned up"
         );
     }
     Ok(())
+}
+
+/// An endpoint that records no handles (an older calico-mesos wrote it):
+/// its addresses are freed by the ownership rules (its link is gone now),
+/// the own handle released, then the endpoint deleted, each step alone.
+async fn cleanup_unrecorded(
+    ipam: &Ipam<'_>,
+    ds: &Datastore,
+    dp: &impl Dataplane,
+    key: &str,
+    own: &str,
+    ep: &Versioned<WorkloadEndpoint>,
+    errors: &mut Vec<String>,
+) -> (u64, bool) {
+    let mut freed = 0;
+    let links = dp.host_links().await.unwrap_or_default();
+    let released = match ipam.release_ips(&endpoint_ips(&ep.value), &links).await {
+        Ok(r) => {
+            freed += r.freed;
+            ipam.release_handle(own).await.map(|n| freed += n)
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = released {
+        errors.push(format!(
+            "cannot release the endpoint's addresses (endpoint kept, so that a rerun can): {e}"
+        ));
+        return (freed, false);
+    }
+    match ds
+        .commit(WriteBatch::new().delete(key, ep.mod_revision))
+        .await
+    {
+        Ok(true) => (freed, true),
+        Ok(false) => {
+            errors.push("the endpoint changed during cleanup".into());
+            (freed, false)
+        }
+        Err(e) => {
+            errors.push(format!("cannot delete the endpoint: {e}"));
+            (freed, false)
+        }
+    }
 }
 
 fn list(ips: &BTreeSet<IpAddr>) -> String {

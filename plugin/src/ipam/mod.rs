@@ -41,7 +41,7 @@ use crate::datastore::{keys, Datastore, DatastoreError, RawEntry, Read, Versione
 use lock::HostLock;
 use pools::Pool;
 
-pub use release::Released;
+pub use release::{ContainerRelease, Released};
 
 /// libcalico-go's `datastoreRetries`.
 const MAX_ATTEMPTS: usize = 100;

@@ -263,6 +263,12 @@ impl Plan {
         }
     }
 
+    /// Deletes another handle (all of whose addresses the plan released),
+    /// guarded on the revision it was read at.
+    pub fn drop_other_handle(&mut self, id: &str, mod_revision: i64) {
+        self.dropped_handles.push((id.to_string(), mod_revision));
+    }
+
     /// Takes released addresses off another handle's counts; a handle left
     /// with no blocks is deleted. Counts never go below zero (libcalico-go
     /// may have over-counted).

@@ -14,7 +14,8 @@ use super::plan::{BlockState, Plan};
 use super::pools::{pool_containing, Pool};
 use super::{backoff, corrupt_block, hints, is_retryable, Ipam, IpamError, Result, MAX_ATTEMPTS};
 use crate::datastore::model::IpamHandle;
-use crate::datastore::{keys, Read};
+use crate::datastore::{keys, Read, Versioned};
+use crate::endpoint::{recorded_handles, WorkloadEndpoint};
 
 /// What a release by address did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -22,6 +23,18 @@ pub struct Released {
     pub freed: u64,
     /// One line per address left alone, naming its holder.
     pub kept: Vec<String>,
+}
+
+/// What the release of a container's addresses and endpoint did.
+#[derive(Debug)]
+pub enum ContainerRelease {
+    Done {
+        freed: u64,
+        endpoint_deleted: bool,
+    },
+    /// The endpoint records no handles (written by an older calico-mesos
+    /// or someone else): nothing was done; release it the old way.
+    Unrecorded(Box<Versioned<WorkloadEndpoint>>),
 }
 
 /// Who holds an address now, and which endpoints list it.
@@ -33,6 +46,118 @@ pub struct AddressState {
 }
 
 impl Ipam<'_> {
+    /// A container's teardown in etcd: releases every address of the
+    /// handles its endpoint (at `endpoint_key`) recorded, and of
+    /// `own_handle`, and deletes the endpoint, all in one guarded
+    /// transaction under the host lock. One read suffices when the
+    /// handles are the container's own and their block records are right.
+    pub async fn release_container(
+        &self,
+        endpoint_key: &str,
+        own_handle: &str,
+    ) -> Result<ContainerRelease> {
+        let _queued = self.host_lock().await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.try_release_container(endpoint_key, own_handle).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => return Err(e),
+            }
+            backoff(attempt).await;
+        }
+        Err(IpamError::Contention(MAX_ATTEMPTS))
+    }
+
+    async fn try_release_container(
+        &self,
+        endpoint_key: &str,
+        own_handle: &str,
+    ) -> Result<Option<ContainerRelease>> {
+        let dir = &self.settings.lock_dir;
+        let recorded = hints::handle_blocks(dir, self.node, own_handle);
+        let mut reads = vec![
+            Read::Key(endpoint_key.to_string()),
+            Read::Key(keys::handle(own_handle)),
+        ];
+        reads.extend(recorded.iter().map(|c| Read::Key(keys::block(c))));
+        let (r, revision) = self.ds.read_batch_at(&reads, None).await?;
+        let endpoint: Option<Versioned<WorkloadEndpoint>> =
+            r[0].first().map(|e| e.decode()).transpose()?;
+        let mut handles: BTreeMap<String, Option<Versioned<IpamHandle>>> = BTreeMap::new();
+        handles.insert(
+            own_handle.to_string(),
+            r[1].first().map(|e| e.decode()).transpose()?,
+        );
+        if let Some(ep) = &endpoint {
+            let Some(by_ip) = recorded_handles(&ep.value) else {
+                return Ok(Some(ContainerRelease::Unrecorded(Box::new(ep.clone()))));
+            };
+            // Handles other than the own one (the 2016 module's uids): a
+            // second read.
+            let others: Vec<String> = by_ip
+                .into_values()
+                .filter(|h| !h.is_empty() && !handles.contains_key(h))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !others.is_empty() {
+                let reads: Vec<Read> = others.iter().map(|h| Read::Key(keys::handle(h))).collect();
+                let (docs, _) = self.ds.read_batch_at(&reads, Some(revision)).await?;
+                for (h, doc) in others.into_iter().zip(docs) {
+                    handles.insert(h, doc.first().map(|e| e.decode()).transpose()?);
+                }
+            }
+        }
+        let mut plan = Plan::new(self.node, "", None, Some(revision));
+        for (cidr, block) in recorded.iter().zip(&r[2..]) {
+            if let Some(e) = block.first() {
+                plan.adopt(*cidr, e);
+            }
+        }
+        let mut freed = 0;
+        for (id, doc) in &handles {
+            let Some(doc) = doc else {
+                continue;
+            };
+            let cidrs: Vec<IpNetwork> = doc
+                .value
+                .block
+                .keys()
+                .filter_map(|c| c.parse().ok())
+                .collect();
+            plan.load_blocks(self.ds, &cidrs).await?;
+            for cidr in &cidrs {
+                match plan.block(cidr) {
+                    BlockState::Missing => {}
+                    BlockState::Corrupt(why) => return Err(corrupt_block(cidr, why)),
+                    BlockState::Ready(mut view) => {
+                        let n = view.release_handle(id);
+                        if n > 0 {
+                            freed += n;
+                            plan.mark_changed(cidr);
+                        }
+                    }
+                }
+            }
+            plan.drop_other_handle(id, doc.mod_revision);
+        }
+        let mut batch = plan.into_batch();
+        if let Some(ep) = &endpoint {
+            batch.delete(endpoint_key, ep.mod_revision);
+        }
+        if !self.ds.commit(&batch).await? {
+            return Ok(None);
+        }
+        for id in handles.keys() {
+            hints::record_handle(dir, self.node, id, &[]);
+        }
+        Ok(Some(ContainerRelease::Done {
+            freed,
+            endpoint_deleted: endpoint.is_some(),
+        }))
+    }
+
     /// Releases every address held by `handle_id`. Releasing what is already
     /// free succeeds; a corrupt block the handle names is an error.
     pub async fn release_handle(&self, handle_id: &str) -> Result<u64> {
