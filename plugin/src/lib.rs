@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod datastore;
 pub mod endpoint;
 pub mod faults;
+pub mod gc;
 pub mod ipam;
 pub mod logging;
 pub mod names;

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -24,6 +25,7 @@ use crate::datastore::{keys, Datastore, Versioned, WriteBatch};
 use crate::endpoint::{
     build_endpoint, endpoint_ips, endpoint_key, recorded_handles, EndpointInput, WorkloadEndpoint,
 };
+use crate::ipam::lock::ContainerLock;
 use crate::ipam::{handle_for_uid, Ipam};
 use crate::profiles;
 use crate::protocol::{CleanupArgs, IsolateArgs};
@@ -39,6 +41,15 @@ pub async fn isolate(
     args: &IsolateArgs,
 ) -> anyhow::Result<()> {
     let node = cfg.node_name.as_str();
+    // Held until isolate returns (or dies): gc leaves the container alone
+    // meanwhile, so it never takes a half-made veth for a leak.
+    let _working = ContainerLock::acquire(
+        &cfg.ipam.lock_dir,
+        &args.container_id,
+        Duration::from_millis(cfg.ipam.lock_timeout_ms),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let ipam = Ipam::new(ds, node, &cfg.ipam);
     let node_doc = ipam.check_ready().await?;
     let key = endpoint_key(node, &args.container_id);
