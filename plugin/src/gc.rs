@@ -590,3 +590,7 @@ async fn repair_one(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+#[path = "gc_tests.rs"]
+mod tests;

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod dataplane;
 pub mod datastore;
+pub mod doctor;
 pub mod endpoint;
 pub mod faults;
 pub mod gc;
