@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 const NODE: &str = "agent-1";
 const WEP: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/";
 
-fn isolate_req(cid: &str, pid: u32, v4: &[String]) -> Value {
+fn isolate_req(cid: &str, pid: u32, ip: &str) -> Value {
     json!({"command": "isolate", "args": {
-        "hostname": NODE, "container_id": cid, "pid": pid, "ipv4_addrs": v4,
+        "hostname": NODE, "container_id": cid, "pid": pid, "ipv4_addrs": [ip],
         "netgroups": ["web"]}})
 }
 
@@ -71,9 +71,7 @@ impl Fixture {
     fn start(&self, cid: &str) -> (Ns, String) {
         let ip = self.p.allocate(cid, 1, 0).ok().ips("ipv4").remove(0);
         let ns = self.host.container();
-        self.p
-            .request(&isolate_req(cid, ns.pid, &[ip.clone()]))
-            .ok();
+        self.p.request(&isolate_req(cid, ns.pid, &ip)).ok();
         (ns, ip)
     }
 
@@ -183,7 +181,7 @@ fn a_sigkill_mid_isolate_is_repaired() {
         let out = Plugin::new(&fx.etcd, NODE)
             .on_host(fx.host.ns.pid)
             .with_env("CALICO_MESOS_FAULT", fault)
-            .run_raw(&isolate_req(cid, ns.pid, &[ip.clone()]));
+            .run_raw(&isolate_req(cid, ns.pid, &ip));
         assert!(out.status.code().is_none(), "{fault}: not killed");
         assert!(fx.host.ns.link(&host_veth_name(cid)).is_some());
         killed.push((cid, ns, ip));
@@ -297,7 +295,7 @@ fn recover_names_the_survivors_and_gc_frees_the_rest() {
     let out = Plugin::new(&fx.etcd, NODE)
         .on_host(fx.host.ns.pid)
         .with_env("CALICO_MESOS_FAULT", "isolate:plumbed")
-        .run_raw(&isolate_req("half", half_ns.pid, &[ip_half.clone()]));
+        .run_raw(&isolate_req("half", half_ns.pid, &ip_half));
     assert!(out.status.code().is_none());
     // Allocated, never isolated, unknown to the agent: may be a container
     // being prepared, so it waits for the grace period.
@@ -361,7 +359,7 @@ fn gc_waits_for_an_isolate_in_progress() {
             "CALICO_MESOS_LOCK_DIR",
             its_locks.path().join("run").to_str().unwrap(),
         )
-        .run_raw(&isolate_req("busy", ns.pid, &[ip.clone()]));
+        .run_raw(&isolate_req("busy", ns.pid, &ip));
     assert!(out.status.code().is_none());
     let text = fx.gc_apply(&["--grace", "0"]);
     assert!(
