@@ -570,6 +570,16 @@ async fn repair_one(
     } else {
         None
     };
+    // An isolate that finished between the snapshot and the lock wrote its
+    // endpoint: the container is alive after all.
+    if repair.kind != Kind::Endpoint && check_container_id(cid).is_ok() {
+        let key = endpoint_key(&cfg.node_name, cid);
+        if ds.get::<WorkloadEndpoint>(&key).await?.is_some() {
+            return Ok(Some(format!(
+                "container {cid} was isolated meanwhile (endpoint {key})"
+            )));
+        }
+    }
     match repair.kind {
         Kind::Endpoint => {
             let args = CleanupArgs {
