@@ -5,6 +5,7 @@
 //! mode (see `main.rs`).
 
 mod admin;
+mod man;
 mod repair;
 
 use std::path::PathBuf;
@@ -202,7 +203,7 @@ pub fn command() -> clap::Command {
 
 /// Renders the man page of `calico-mesos` as roff.
 pub fn render_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(command()).render(out)
+    man::render(command(), out)
 }
 
 /// Runs a subcommand; returns the exit status (1 also for "problems
