@@ -532,6 +532,9 @@ pub async fn run(
         return Ok(report);
     }
     report.applied = true;
+    for k in &report.kept {
+        tracing::info!(name = %k.name, why = %k.why, "gc: left alone");
+    }
     let ipam = Ipam::new(ds, &cfg.node_name, &cfg.ipam);
     for repair in &mut report.repairs {
         let outcome = match repair_one(cfg, ds, dp, &ipam, repair).await {
