@@ -1,8 +1,6 @@
-# calico-mesos %postun: after an upgrade, reload units and restart the
-# node if it was running.
+# calico-mesos %postun: reload units. No restart of calico-node on an
+# upgrade: it does not run the plugin (the Mesos agent starts the plugin per
+# request), and a restart would flap BIRD and Felix for nothing.
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
-fi
-if [ "$1" -ge 1 ]; then
-    systemctl try-restart calico-node.service >/dev/null 2>&1 || :
 fi

@@ -17,6 +17,8 @@ const RUNS: usize = 40;
 struct Row {
     what: String,
     samples: Vec<Duration>,
+    /// etcd round trips per run: (reads, writes), from etcd's metrics.
+    calls: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -38,7 +40,29 @@ fn time<F: FnMut(usize)>(what: &str, runs: usize, mut f: F) -> Row {
     Row {
         what: what.to_string(),
         samples,
+        calls: None,
     }
+}
+
+/// `time`, plus etcd's own count of round trips per run: every KV call it
+/// served, of which writes are the revisions they added (a committed write
+/// transaction adds exactly one).
+fn counted<F: FnMut(usize)>(etcd: &Etcd, what: &str, runs: usize, f: F) -> Row {
+    let (calls0, rev0) = (total_calls(etcd), etcd.revision());
+    let mut row = time(what, runs, f);
+    let (calls1, rev1) = (total_calls(etcd), etcd.revision());
+    let writes = (rev1 - rev0) as f64 / runs as f64;
+    let all = (calls1 - calls0) as f64 / runs as f64;
+    row.calls = Some((all - writes, writes));
+    row
+}
+
+fn total_calls(etcd: &Etcd) -> u64 {
+    etcd.kv_calls()
+        .iter()
+        .filter(|(m, _)| m.as_str() != "Compact")
+        .map(|(_, n)| n)
+        .sum()
 }
 
 fn ms(d: Duration) -> String {
@@ -46,17 +70,24 @@ fn ms(d: Duration) -> String {
 }
 
 fn print(rows: &[Row]) {
+    let reference = rows[0].stat(0.5).as_secs_f64();
     println!(
-        "{:<44} {:>5} {:>11} {:>11}",
-        "operation", "runs", "median", "p95"
+        "{:<48} {:>5} {:>10} {:>10} {:>10} {:>13}",
+        "operation", "runs", "median", "p95", "x etcdctl", "etcd r + w"
     );
     for r in rows {
+        let calls = r
+            .calls
+            .map(|(rd, wr)| format!("{rd:.1} + {wr:.1}"))
+            .unwrap_or_default();
         println!(
-            "{:<44} {:>5} {:>11} {:>11}",
+            "{:<48} {:>5} {:>10} {:>10} {:>10.2} {:>13}",
             r.what,
             r.samples.len(),
             ms(r.stat(0.5)),
-            ms(r.stat(0.95))
+            ms(r.stat(0.95)),
+            r.stat(0.5).as_secs_f64() / reference,
+            calls
         );
     }
 }
@@ -106,10 +137,10 @@ fn main() {
         time("reference: `calico-mesos --version`", RUNS, |_| {
             assert!(p.cli(&["--version"]).status.success());
         }),
-        time("allocate 1 IPv4 (empty pool)", RUNS, |i| {
+        counted(&etcd, "allocate 1 IPv4 (empty pool)", RUNS, |i| {
             p.allocate(&format!("a{i}"), 1, 0).ok();
         }),
-        time("release by uid", RUNS, |i| {
+        counted(&etcd, "release by uid", RUNS, |i| {
             p.release_uid(&format!("a{i}")).ok();
         }),
     ];
@@ -139,12 +170,106 @@ fn main() {
             },
         ));
     }
+    rows.push(many_addresses_row());
     if can_run() {
         rows.extend(dataplane_rows(&etcd));
     }
     print(&rows);
+    let empty = rows[2].stat(0.5).as_secs_f64();
+    let full = rows
+        .iter()
+        .find(|r| r.what.contains("10,000"))
+        .expect("row")
+        .stat(0.5)
+        .as_secs_f64();
+    println!(
+        "allocate with 10,000 addresses on the host / empty pool: {:.2} (goal <= 1.30)",
+        full / empty
+    );
     println!();
     concurrent_table();
+    println!();
+    failover_table();
+}
+
+/// A three-member cluster, `timeout_ms = 1000` (default deadline): the
+/// slowest of 20 allocate/release requests with a frozen member or a
+/// blackholed endpoint listed first, and the time to the error with all
+/// members down. The goals are the failover issue's.
+fn failover_table() {
+    let etcd = Etcd::cluster(3);
+    etcd.seed_calico(&["fo-1"]);
+    Plugin::new(&etcd, "fo-1").add_pool("198.18.0.0/22", 26);
+    let urls: Vec<String> = etcd.members.iter().map(|m| m.client_url.clone()).collect();
+    let plugin = |endpoints: &str| {
+        let p = Plugin::with_endpoints(endpoints, "fo-1");
+        p.set_config("[etcd]\ntimeout_ms = 1000\n");
+        p
+    };
+    let slowest = |p: &Plugin, tag: &str| {
+        (0..20)
+            .map(|i| {
+                let t = Instant::now();
+                if i % 2 == 0 {
+                    p.allocate(&format!("{tag}{}", i / 2), 1, 0).ok();
+                } else {
+                    p.release_uid(&format!("{tag}{}", i / 2)).ok();
+                }
+                t.elapsed()
+            })
+            .max()
+            .unwrap()
+    };
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "etcd trouble (timeout_ms = 1000)", "measured", "goal"
+    );
+    let follower = (etcd.leader() + 1) % 3;
+    let mut order = vec![urls[follower].clone()];
+    order.extend(urls.iter().filter(|u| **u != urls[follower]).cloned());
+    etcd.freeze(follower, true);
+    let frozen = slowest(&plugin(&order.join(",")), "fz");
+    etcd.freeze(follower, false);
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "max request, frozen member listed first",
+        ms(frozen),
+        "2500 ms"
+    );
+    let hole = common::etcd::Blackhole::new();
+    let holed = slowest(&plugin(&format!("{},{}", hole.url, urls.join(","))), "bh");
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "max request, blackholed endpoint listed first",
+        ms(holed),
+        "2500 ms"
+    );
+    let mut etcd = etcd;
+    etcd.stop();
+    let p = plugin(&urls.join(","));
+    let t = Instant::now();
+    assert_eq!(p.allocate("down", 1, 0).status, 1);
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "time to the error, all members down",
+        ms(t.elapsed()),
+        "16000 ms"
+    );
+    etcd.restart();
+    for i in 0..3 {
+        etcd.freeze(i, true);
+    }
+    let t = Instant::now();
+    assert_eq!(p.allocate("frozen", 1, 0).status, 1);
+    println!(
+        "{:<52} {:>11} {:>9}",
+        "time to the error, all members frozen",
+        ms(t.elapsed()),
+        "16000 ms"
+    );
+    for i in 0..3 {
+        etcd.freeze(i, false);
+    }
 }
 
 /// 20 concurrent workers x 10 allocations, on one host (queued on the
@@ -200,6 +325,7 @@ fn concurrent_table() {
         let row = Row {
             what: String::new(),
             samples,
+            calls: None,
         };
         println!(
             "{:<34} {:>16.2} {:>11} {:>11} {:>15}",
@@ -210,6 +336,28 @@ fn concurrent_table() {
             format!("{blocks} ({needed})")
         );
     }
+}
+
+/// allocate on a host that already holds 10,000 addresses in 157 blocks:
+/// the block hint and lazy block reads keep it near the empty-pool cost.
+fn many_addresses_row() -> Row {
+    let etcd = Etcd::start();
+    etcd.seed_calico(&["many-1"]);
+    etcd.put(
+        "/calico/ipam/v2/config",
+        &serde_json::json!({"strict_affinity": true, "auto_allocate_blocks": true, "maxBlocksPerHost": 1000}),
+    );
+    let p = Plugin::new(&etcd, "many-1");
+    p.add_pool("198.18.0.0/17", 26);
+    let mut in_use = 0;
+    fill_to(&p, &mut in_use, 10_000);
+    time(
+        "allocate 1 IPv4, 10,000 addresses on this host",
+        RUNS,
+        |i| {
+            p.allocate(&format!("m{i}"), 1, 0).ok();
+        },
+    )
 }
 
 /// isolate and cleanup inside a simulated host (needs root).
@@ -223,13 +371,13 @@ fn dataplane_rows(etcd: &Etcd) -> Vec<Row> {
         let v4 = p.allocate(&cid, 1, 0).ok().ips("ipv4");
         prepared.push((cid, host.container(), v4));
     }
-    let isolate = time("isolate (veth, routes, endpoint)", RUNS, |i| {
+    let isolate = counted(etcd, "isolate (veth, routes, endpoint)", RUNS, |i| {
         let (cid, ctr, v4) = &prepared[i];
         p.request(&serde_json::json!({"command": "isolate", "args": {
             "hostname": "bench-1", "container_id": cid, "pid": ctr.pid, "ipv4_addrs": v4, "netgroups": ["bench"]}}))
             .ok();
     });
-    let cleanup = time("cleanup (veth, endpoint, addresses)", RUNS, |i| {
+    let cleanup = counted(etcd, "cleanup (veth, endpoint, addresses)", RUNS, |i| {
         p.request(&serde_json::json!({"command": "cleanup", "args": {
             "hostname": "bench-1", "container_id": prepared[i].0}}))
             .ok();

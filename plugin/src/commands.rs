@@ -61,6 +61,9 @@ fn handle_stdin() -> Response {
         Err(e) => return fail(request.command(), format!("cannot start the runtime: {e}")),
     };
     let response = runtime.block_on(execute(&config, request));
+    // A name lookup still blocked in a resolver thread (deadline passed)
+    // must not hold the answer back.
+    runtime.shutdown_background();
     match &response {
         Response::Error(msg) => tracing::error!(error = %msg, "request failed"),
         other => tracing::info!(answer = %other.to_json(), "request done"),

@@ -44,8 +44,17 @@ pub struct EtcdConfig {
     pub ca_cert_file: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// One etcd call (and the retry of a lost answer) at most this long.
     pub timeout_ms: u64,
+    /// Connecting to one member at most this long (a blackholed member
+    /// costs no more).
+    pub connect_timeout_ms: u64,
+    /// Every etcd call of one request together, retries included.
+    pub deadline_ms: u64,
 }
+
+/// The bounds both etcd timeouts must lie in.
+const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=120_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -116,6 +125,8 @@ struct EtcdSection {
     cert_file: Option<String>,
     key_file: Option<String>,
     timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    deadline_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,7 +164,9 @@ impl Sources for SystemSources {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
     fn read(&self, path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
+        let bytes = crate::files::read_bounded(path)?;
+        String::from_utf8(bytes)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
     }
     fn hostname(&self) -> Option<String> {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -213,8 +226,18 @@ impl Config {
             ca_cert_file: src.env("ETCD_CA_CERT_FILE").or(file.etcd.ca_cert_file),
             cert_file: src.env("ETCD_CERT_FILE").or(file.etcd.cert_file),
             key_file: src.env("ETCD_KEY_FILE").or(file.etcd.key_file),
-            timeout_ms: file.etcd.timeout_ms.unwrap_or(5000).max(1),
+            timeout_ms: file.etcd.timeout_ms.unwrap_or(5000),
+            connect_timeout_ms: 0,
+            deadline_ms: file.etcd.deadline_ms.unwrap_or(15_000),
         };
+        let etcd = EtcdConfig {
+            connect_timeout_ms: file
+                .etcd
+                .connect_timeout_ms
+                .unwrap_or(etcd.timeout_ms.min(1000)),
+            ..etcd
+        };
+        validate_timeouts(&etcd)?;
 
         let node_name = resolve_node_name(file.node.name, src)?;
 
@@ -287,15 +310,74 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
+fn validate_timeouts(etcd: &EtcdConfig) -> Result<(), ConfigError> {
+    for (name, v) in [
+        ("timeout_ms", etcd.timeout_ms),
+        ("deadline_ms", etcd.deadline_ms),
+    ] {
+        if !TIMEOUT_RANGE_MS.contains(&v) {
+            return Err(ConfigError::Invalid(format!(
+                "etcd {name} {v} is outside {}..{}",
+                TIMEOUT_RANGE_MS.start(),
+                TIMEOUT_RANGE_MS.end()
+            )));
+        }
+    }
+    if etcd.timeout_ms > etcd.deadline_ms {
+        return Err(ConfigError::Invalid(format!(
+            "etcd timeout_ms {} is longer than deadline_ms {}",
+            etcd.timeout_ms, etcd.deadline_ms
+        )));
+    }
+    if !(10..=etcd.timeout_ms).contains(&etcd.connect_timeout_ms) {
+        return Err(ConfigError::Invalid(format!(
+            "etcd connect_timeout_ms {} is outside 10..timeout_ms ({})",
+            etcd.connect_timeout_ms, etcd.timeout_ms
+        )));
+    }
+    Ok(())
+}
+
 fn validate_endpoints(endpoints: &[String]) -> Result<(), ConfigError> {
     if endpoints.is_empty() {
         return Err(ConfigError::Invalid("no etcd endpoints configured".into()));
     }
     for e in endpoints {
-        if !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(ConfigError::Invalid(format!(
-                "etcd endpoint '{e}' must start with http:// or https://"
-            )));
+        check_endpoint(e)
+            .map_err(|why| ConfigError::Invalid(format!("etcd endpoint '{e}' {why}")))?;
+    }
+    Ok(())
+}
+
+/// `http(s)://host[:port][/]`: a known scheme, a host, a port in 1..65535.
+fn check_endpoint(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
+        return Err("must be scheme://host:port, nothing more".into());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').ok_or("has an unclosed [")?;
+            addr.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("has an invalid IPv6 address {addr}"))?;
+            (addr, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => {}
+            _ => return Err(format!("has port '{p}' outside 1..65535")),
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ pub mod datastore;
 pub mod doctor;
 pub mod endpoint;
 pub mod faults;
+pub mod files;
 pub mod gc;
 pub mod ipam;
 pub mod logging;

@@ -217,7 +217,11 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Man) => render_man_page(&mut std::io::stdout())
             .map(|()| 0)
             .map_err(anyhow::Error::from),
-        Some(Command::Doctor(args)) => runtime().and_then(|rt| rt.block_on(repair::doctor(args))),
+        Some(Command::Doctor(args)) => runtime().and_then(|rt| {
+            let result = rt.block_on(repair::doctor(args));
+            rt.shutdown_background();
+            result
+        }),
         Some(cmd) => with_datastore(cmd),
     };
     match result {
@@ -241,7 +245,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn with_datastore(cmd: Command) -> anyhow::Result<i32> {
     let config = Config::load()?;
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         let ds = Datastore::connect(&config.etcd).await?;
         let done = |r: anyhow::Result<()>| r.map(|()| 0);
         match cmd {
@@ -254,5 +259,9 @@ fn with_datastore(cmd: Command) -> anyhow::Result<i32> {
             Command::Gc(args) => repair::gc(&config, &ds, args).await,
             Command::Man | Command::Doctor(_) => unreachable!("handled without a datastore"),
         }
-    })
+    });
+    // A name lookup still blocked in a resolver thread must not hold the
+    // command past its deadline.
+    runtime.shutdown_background();
+    result
 }

@@ -5,13 +5,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteScope,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::{errno, DataplaneError};
 
 const EEXIST: i32 = 17;
+const ENETUNREACH: i32 = 101;
+const EHOSTUNREACH: i32 = 113;
 
 fn prefix_len(ip: &IpAddr) -> u8 {
     if ip.is_ipv4() {
@@ -149,13 +151,48 @@ fn table_of(msg: &RouteMessage) -> u32 {
         .unwrap_or(msg.header.table as u32)
 }
 
-/// The link a host route to `ip` already uses, if any.
+/// The link a host route to `ip` already uses, if any: one FIB lookup
+/// (`ip route get fibmatch`), not a dump of the host's routing table.
 pub async fn route_owner(handle: &Handle, ip: IpAddr) -> Result<Option<u32>, DataplaneError> {
-    Ok(host_routes(handle, ip.is_ipv6())
-        .await?
-        .into_iter()
-        .find(|(d, _)| *d == ip)
-        .map(|(_, i)| i))
+    let mut query = match ip {
+        IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(a, 32)
+            .build(),
+        IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(a, 128)
+            .build(),
+    };
+    // The matching FIB entry itself, with its real prefix length.
+    query.header.flags = RouteFlags::FibMatch;
+    let mut answers = handle.route().get(query).execute();
+    let msg = match answers.try_next().await {
+        Ok(Some(msg)) => msg,
+        Ok(None) => return Ok(None),
+        // No route at all (not even a default one).
+        Err(e) if matches!(errno(&e), Some(ENETUNREACH | EHOSTUNREACH)) => return Ok(None),
+        Err(e) => {
+            return Err(DataplaneError::netlink(
+                format!("look up the route to {ip}"),
+                e,
+            ))
+        }
+    };
+    let full = prefix_len(&ip);
+    if msg.header.destination_prefix_length != full
+        || table_of(&msg) != RouteHeader::RT_TABLE_MAIN as u32
+    {
+        return Ok(None);
+    }
+    let dest = msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    });
+    let oif = msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    });
+    Ok(if dest == Some(ip) { oif } else { None })
 }
 
 /// The /32 and /128 routes that point at link `index`.

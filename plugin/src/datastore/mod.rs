@@ -1,20 +1,19 @@
 //! A small layer over `etcd-client` (v3 API): typed reads, atomic
-//! compare-and-swap writes, and the retry rules measured on this kind of
-//! machine (testing.md "Facts"):
-//! - the client balances over all endpoints but does not fail over by itself,
-//!   so a request that meets an unavailable endpoint is retried;
-//! - a write whose answer was lost may have committed, so after a failed
-//!   attempt the keys are re-read before the write is tried again.
+//! compare-and-swap writes, and the rules for reaching etcd
+//! (`members.rs`): one deadline per request over every call, retries and
+//! re-reads included, and members that failed are not tried again while
+//! others are untried. A write whose answer was lost may have committed,
+//! so after a failed attempt the keys are re-read before the write is
+//! tried again.
 
 pub mod keys;
+mod members;
 pub mod model;
 
-use std::time::Duration;
-
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
-    TlsOptions, Txn, TxnOp, TxnOpResponse,
+    Certificate, Compare, CompareOp, GetOptions, Identity, TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
+use members::{Failure, Members};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -210,32 +209,7 @@ impl RawEntry {
 }
 
 pub struct Datastore {
-    kv: KvClient,
-    endpoints: Vec<String>,
-}
-
-/// Attempts per request; each attempt may land on another endpoint.
-fn attempts_for(endpoints: usize) -> usize {
-    (endpoints * 2).clamp(3, 10)
-}
-
-fn is_retryable(err: &etcd_client::Error) -> bool {
-    use etcd_client::Error as E;
-    // gRPC codes (tonic's `Code`, numbered as in the gRPC spec): an
-    // unreachable or leaderless endpoint answers one of these.
-    // A TLS handshake the server rejects surfaces as CANCELLED.
-    const CANCELLED: i32 = 1;
-    const UNKNOWN: i32 = 2;
-    const DEADLINE_EXCEEDED: i32 = 4;
-    const UNAVAILABLE: i32 = 14;
-    match err {
-        E::TransportError(_) | E::IoError(_) => true,
-        E::GRpcStatus(status) => matches!(
-            i32::from(status.code()),
-            UNAVAILABLE | DEADLINE_EXCEEDED | UNKNOWN | CANCELLED
-        ),
-        _ => false,
-    }
+    members: Members,
 }
 
 /// A read at a revision etcd has compacted (gRPC OUT_OF_RANGE).
@@ -263,57 +237,25 @@ fn describe(err: &etcd_client::Error) -> String {
 }
 
 impl Datastore {
-    /// Builds the client. Nothing is contacted yet: errors surface on the
-    /// first request, where they are retried and reported.
+    /// Builds the clients. Nothing is contacted yet: errors surface on the
+    /// first request, where they are retried and reported. The request's
+    /// deadline (`deadline_ms`) starts now.
     pub async fn connect(cfg: &EtcdConfig) -> Result<Self> {
-        let timeout = Duration::from_millis(cfg.timeout_ms);
-        let mut options = ConnectOptions::new()
-            .with_timeout(timeout)
-            .with_connect_timeout(timeout);
-        if let Some(tls) = tls_options(cfg)? {
-            options = options.with_tls(tls);
-        }
-        let client = Client::connect(&cfg.endpoints, Some(options))
-            .await
-            .map_err(|e| DatastoreError::Setup(describe(&e)))?;
         Ok(Datastore {
-            kv: client.kv_client(),
-            endpoints: cfg.endpoints.clone(),
+            members: Members::connect(cfg).await?,
         })
     }
 
     pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
+        self.members.urls()
     }
 
-    fn unreachable(&self, err: &etcd_client::Error) -> DatastoreError {
-        DatastoreError::Unreachable {
-            endpoints: self.endpoints.join(", "),
-            detail: describe(err),
-        }
-    }
-
-    /// Runs `op` with the retry policy for reads and unconditional ops.
     async fn call<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: Fn(KvClient) -> Fut,
+        F: Fn(etcd_client::KvClient) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let attempts = attempts_for(self.endpoints.len());
-        let mut last = None;
-        for attempt in 0..attempts {
-            match op(self.kv.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(e) if is_retryable(&e) => {
-                    tracing::debug!(attempt, error = %describe(&e), "etcd request failed, retrying");
-                    last = Some(e);
-                    backoff(attempt).await;
-                }
-                Err(e) if is_compacted(&e) => return Err(DatastoreError::Compacted),
-                Err(e) => return Err(DatastoreError::Request(describe(&e))),
-            }
-        }
-        Err(self.unreachable(&last.expect("at least one attempt")))
+        self.members.call(op).await
     }
 
     /// The current etcd revision (the store's version; tests and
@@ -439,57 +381,46 @@ impl Datastore {
         if batch.is_empty() && batch.guards.is_empty() {
             return Ok(true);
         }
-        let attempts = attempts_for(self.endpoints.len());
-        let mut last = None;
-        for attempt in 0..attempts {
-            if attempt > 0 && self.already_applied(batch).await.unwrap_or(false) {
+        let txn = batch.to_txn();
+        let mut first = true;
+        loop {
+            if !first && self.already_applied(batch).await? {
                 // The earlier attempt committed but its answer was lost.
                 return Ok(true);
             }
-            let mut kv = self.kv.clone();
-            match kv.txn(batch.to_txn()).await {
+            first = false;
+            let send = |mut kv: etcd_client::KvClient| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            };
+            match self.members.attempt(&send).await {
                 Ok(resp) => return Ok(resp.succeeded()),
-                Err(e) if is_retryable(&e) => {
-                    tracing::debug!(attempt, error = %describe(&e), "etcd txn failed, retrying");
-                    last = Some(e);
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(DatastoreError::Request(describe(&e))),
+                Err(Failure::Retry) => continue,
+                Err(Failure::Fatal(e)) => return Err(e),
             }
         }
-        Err(self.unreachable(&last.expect("at least one attempt")))
     }
 
     /// True when every put of `batch` is in etcd as written and every
     /// deleted key is gone. Puts carry fresh sequence numbers or timestamps,
     /// so a match means our own earlier attempt committed.
     async fn already_applied(&self, batch: &WriteBatch) -> Result<bool> {
-        let mut kv = self.kv.clone();
-        for (key, value) in &batch.puts {
-            let resp = kv
-                .get(key.as_str(), None)
-                .await
-                .map_err(|e| self.unreachable(&e))?;
-            if resp.kvs().first().map(|kv| kv.value()) != Some(value.as_slice()) {
-                return Ok(false);
-            }
-        }
-        for key in &batch.deletes {
-            let resp = kv
-                .get(key.as_str(), Some(GetOptions::new().with_count_only()))
-                .await
-                .map_err(|e| self.unreachable(&e))?;
-            if resp.count() != 0 {
-                return Ok(false);
-            }
-        }
-        Ok(!batch.puts.is_empty() || !batch.deletes.is_empty())
+        let mut reads: Vec<Read> = batch
+            .puts
+            .iter()
+            .map(|(k, _)| Read::Key(k.clone()))
+            .collect();
+        reads.extend(batch.deletes.iter().map(|k| Read::Key(k.clone())));
+        let found = self.read_batch(&reads).await?;
+        let (puts, deletes) = found.split_at(batch.puts.len());
+        let puts_there = batch
+            .puts
+            .iter()
+            .zip(puts)
+            .all(|((_, value), got)| got.first().map(|e| e.value.as_slice()) == Some(value));
+        let deletes_gone = deletes.iter().all(|got| got.is_empty());
+        Ok(puts_there && deletes_gone && !(batch.puts.is_empty() && batch.deletes.is_empty()))
     }
-}
-
-async fn backoff(attempt: usize) {
-    let ms = 20 * (attempt as u64 + 1) + fastrand::u64(0..20);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 fn decode<T: DeserializeOwned>(kv: &etcd_client::KeyValue) -> Result<Versioned<T>> {
@@ -497,19 +428,25 @@ fn decode<T: DeserializeOwned>(kv: &etcd_client::KeyValue) -> Result<Versioned<T
 }
 
 fn tls_options(cfg: &EtcdConfig) -> Result<Option<TlsOptions>> {
-    let read = |path: &str| {
-        std::fs::read(path)
-            .map_err(|e| DatastoreError::Setup(format!("cannot read TLS file {path}: {e}")))
+    use crate::files::{check_pem, read_bounded, Pem};
+    let read = |path: &str, kind: Pem| {
+        let bytes = read_bounded(std::path::Path::new(path))
+            .map_err(|e| DatastoreError::Setup(format!("cannot read TLS file {path}: {e}")))?;
+        check_pem(&bytes, kind).map_err(|why| DatastoreError::Setup(format!("{why}: {path}")))?;
+        Ok::<_, DatastoreError>(bytes)
     };
     let mut tls = TlsOptions::new();
     let mut used = false;
     if let Some(ca) = &cfg.ca_cert_file {
-        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca, Pem::Certificate)?));
         used = true;
     }
     match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            tls = tls.identity(Identity::from_pem(
+                read(cert, Pem::Certificate)?,
+                read(key, Pem::PrivateKey)?,
+            ));
             used = true;
         }
         (None, None) => {}

@@ -11,11 +11,15 @@ use super::block::{block_cidr_for, host_affinity, AssignError};
 use super::plan::{BlockState, Plan};
 use super::pools::{pool_containing, Pool};
 use super::{
-    attribute, backoff, corrupt_block, family_name, is_retryable, Ipam, IpamError, Result,
+    attribute, backoff, corrupt_block, family_name, hints, is_retryable, Ipam, IpamError, Result,
     Snapshot, MAX_ATTEMPTS,
 };
 use crate::datastore::model::AllocationAttribute;
 use crate::datastore::{keys, Read};
+
+/// How many of this host's blocks the first lazy read fetches (each
+/// further read fetches four times more).
+const BLOCKS_PER_READ: usize = 4;
 
 /// The outcome of planning one attempt.
 enum Planned<T> {
@@ -37,12 +41,19 @@ impl Ipam<'_> {
     ) -> Result<Vec<IpAddr>> {
         let _queued = self.host_lock().await?;
         let attr = attribute(handle_id, self.node);
+        let hinted = hints::read(&self.settings.lock_dir, self.node);
         for attempt in 0..MAX_ATTEMPTS {
             match self
-                .try_allocate(handle_id, num_v4, num_v6, specific, &attr)
+                .try_allocate(handle_id, num_v4, num_v6, specific, &attr, &hinted)
                 .await
             {
-                Ok(Some(ips)) => return Ok(ips),
+                Ok(Some((ips, room, held))) => {
+                    if room != hinted {
+                        hints::write(&self.settings.lock_dir, self.node, &room);
+                    }
+                    hints::record_handle(&self.settings.lock_dir, self.node, handle_id, &held);
+                    return Ok(ips);
+                }
                 Ok(None) => {}
                 Err(e) if is_retryable(&e) => {}
                 Err(e) => return Err(e),
@@ -53,7 +64,9 @@ impl Ipam<'_> {
         Err(IpamError::Contention(MAX_ATTEMPTS))
     }
 
-    /// One attempt; None: it lost a race (or must wait) and is planned again.
+    /// One attempt; None: it lost a race (or must wait) and is planned
+    /// again. Also returns the blocks that still have room (the next hint)
+    /// and the blocks the handle holds addresses in (its record).
     async fn try_allocate(
         &self,
         handle_id: &str,
@@ -61,14 +74,18 @@ impl Ipam<'_> {
         num_v6: u32,
         specific: &[IpAddr],
         attr: &AllocationAttribute,
-    ) -> Result<Option<Vec<IpAddr>>> {
-        let snap = self.snapshot(Some(handle_id)).await?;
+        hinted: &[IpNetwork],
+    ) -> Result<Option<(Vec<IpAddr>, Vec<IpNetwork>, Vec<IpNetwork>)>> {
+        let snap = self.snapshot(Some(handle_id), hinted).await?;
         let mut plan = Plan::new(
             self.node,
             handle_id,
             snap.handle.clone(),
             Some(snap.revision),
         );
+        for (cidr, entry) in &snap.hinted {
+            plan.adopt(*cidr, entry);
+        }
         let mut got = match self.plan_specific(&mut plan, &snap, specific, attr).await? {
             Planned::Ready(ips) => ips,
             Planned::Wait => return Ok(None),
@@ -85,7 +102,13 @@ impl Ipam<'_> {
                 Planned::Wait => return Ok(None),
             }
         }
-        Ok(self.ds.commit(&plan.into_batch()).await?.then_some(got))
+        let room = plan.changed_blocks_with_room();
+        let held = plan.handle_blocks();
+        Ok(self
+            .ds
+            .commit(&plan.into_batch())
+            .await?
+            .then_some((got, room, held)))
     }
 
     /// Assigns specific addresses (reserve, static IPs) to the plan.
@@ -165,18 +188,31 @@ impl Ipam<'_> {
             .map(|a| a.cidr)
             .collect();
         let someone_claiming = affinities.iter().any(|a| a.doc.is_pending());
-        plan.load_blocks(self.ds, &mine).await?;
+        // The hinted blocks (already read) first, then the others read
+        // lazily a few per round trip, stopping as soon as there is room:
+        // a host with hundreds of full blocks reads only what it needs.
+        let mut mine = mine;
+        mine.sort_by_key(|c| !plan.has_block(c));
 
         let mut got = Vec::with_capacity(n);
         let owner = host_affinity(self.node);
-        for cidr in &mine {
-            if got.len() == n {
-                break;
-            }
-            // A stale affinity (no block, or someone else's block) and a
-            // corrupt block are skipped; the latter was logged.
-            if plan.block_affinity(cidr) == Some(owner.as_str()) {
-                got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
+        let mut start = 0;
+        let mut size = BLOCKS_PER_READ;
+        while start < mine.len() && got.len() < n {
+            // Growing batches: a few reads even when every block is full.
+            let batch = &mine[start..(start + size).min(mine.len())];
+            start += batch.len();
+            size *= 4;
+            plan.load_blocks(self.ds, batch).await?;
+            for cidr in batch {
+                if got.len() == n {
+                    break;
+                }
+                // A stale affinity (no block, or someone else's block) and a
+                // corrupt block are skipped; the latter was logged.
+                if plan.block_affinity(cidr) == Some(owner.as_str()) {
+                    got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
+                }
             }
         }
 
@@ -259,13 +295,18 @@ impl Ipam<'_> {
             .filter(|c| pools.iter().any(|p| p.cidr.contains(c.network())))
             .collect();
         fastrand::shuffle(&mut others);
-        plan.load_blocks(self.ds, &others).await?;
+        // Sampled a few blocks per read, not the whole cluster's blocks.
         let mut got = Vec::new();
-        for cidr in &others {
+        for batch in others.chunks(BLOCKS_PER_READ) {
             if got.len() == n {
                 break;
             }
-            got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
+            plan.load_blocks(self.ds, batch).await?;
+            for cidr in batch {
+                if got.len() < n {
+                    got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
+                }
+            }
         }
         if !got.is_empty() {
             tracing::info!(

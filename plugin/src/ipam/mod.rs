@@ -19,6 +19,7 @@ pub mod admin;
 mod allocate;
 pub mod block;
 pub mod check;
+mod hints;
 pub mod lock;
 pub mod ownership;
 pub mod plan;
@@ -118,6 +119,8 @@ struct Snapshot {
     handle: Option<Versioned<IpamHandle>>,
     /// This node's affinities per family (index 0: v4, 1: v6).
     affinities: [Vec<Affinity>; 2],
+    /// The hinted blocks, read with everything else.
+    hinted: Vec<(IpNetwork, RawEntry)>,
 }
 
 impl Snapshot {
@@ -162,9 +165,10 @@ impl<'a> Ipam<'a> {
         .map_err(IpamError::Lock)
     }
 
-    /// Reads everything an attempt needs; fails if Calico is not ready.
-    async fn snapshot(&self, handle_id: Option<&str>) -> Result<Snapshot> {
-        let reads = vec![
+    /// Reads everything an attempt needs, with the `hinted` blocks; fails
+    /// if Calico is not ready.
+    async fn snapshot(&self, handle_id: Option<&str>, hinted: &[IpNetwork]) -> Result<Snapshot> {
+        let mut reads = vec![
             Read::Key(keys::cluster_information()),
             Read::Key(keys::node(self.node)),
             Read::Key(keys::ipam_config()),
@@ -174,7 +178,13 @@ impl<'a> Ipam<'a> {
             Read::Prefix(keys::host_affinities_prefix(self.node, true)),
             Read::Key(keys::handle(handle_id.unwrap_or("-"))),
         ];
+        reads.extend(hinted.iter().map(|c| Read::Key(keys::block(c))));
         let (r, revision) = self.ds.read_batch_at(&reads, None).await?;
+        let hinted = hinted
+            .iter()
+            .zip(&r[8..])
+            .filter_map(|(c, e)| Some((*c, e.first()?.clone())))
+            .collect();
         let node = check_ready(&r[0], &r[1], self.node)?;
         let config = match r[2].first() {
             Some(e) => e.decode::<IpamConfig>()?.value,
@@ -205,6 +215,7 @@ impl<'a> Ipam<'a> {
             node_labels: node.value.metadata.labels,
             handle,
             affinities,
+            hinted,
         })
     }
 

@@ -10,7 +10,7 @@ use ipnetwork::IpNetwork;
 
 use super::block::{new_block, BlockView, Corruption};
 use crate::datastore::model::{AllocationBlock, BlockAffinity, IpamHandle};
-use crate::datastore::{keys, Datastore, Read, Result, Versioned, WriteBatch};
+use crate::datastore::{keys, Datastore, RawEntry, Read, Result, Versioned, WriteBatch};
 
 struct PlannedBlock {
     doc: AllocationBlock,
@@ -114,34 +114,42 @@ impl Plan {
         let reads: Vec<Read> = wanted.iter().map(|c| Read::Key(keys::block(c))).collect();
         let (entries, _) = ds.read_batch_at(&reads, self.revision).await?;
         for (cidr, entry) in wanted.into_iter().zip(entries) {
-            let Some(entry) = entry.first() else {
-                continue;
-            };
-            let checked = entry
-                .decode::<AllocationBlock>()
-                .map_err(|e| Corruption(format!("not a block document: {e}")))
-                .and_then(|doc| {
-                    super::block::check(&doc.value, &cidr)?;
-                    Ok(doc)
-                });
-            match checked {
-                Ok(doc) => {
-                    self.blocks.insert(
-                        cidr,
-                        PlannedBlock {
-                            doc: doc.value,
-                            mod_revision: Some(doc.mod_revision),
-                            changed: false,
-                        },
-                    );
-                }
-                Err(why) => {
-                    tracing::warn!(key = %entry.key, reason = %why, "corrupt IPAM block: not used");
-                    self.corrupt.insert(cidr, why);
-                }
+            if let Some(entry) = entry.first() {
+                self.adopt(cidr, entry);
             }
         }
         Ok(())
+    }
+
+    /// Takes a block document read elsewhere at the plan's revision (the
+    /// snapshot reads the hinted blocks along with everything else).
+    pub fn adopt(&mut self, cidr: IpNetwork, entry: &RawEntry) {
+        if self.has_block(&cidr) {
+            return;
+        }
+        let checked = entry
+            .decode::<AllocationBlock>()
+            .map_err(|e| Corruption(format!("not a block document: {e}")))
+            .and_then(|doc| {
+                super::block::check(&doc.value, &cidr)?;
+                Ok(doc)
+            });
+        match checked {
+            Ok(doc) => {
+                self.blocks.insert(
+                    cidr,
+                    PlannedBlock {
+                        doc: doc.value,
+                        mod_revision: Some(doc.mod_revision),
+                        changed: false,
+                    },
+                );
+            }
+            Err(why) => {
+                tracing::warn!(key = %entry.key, reason = %why, "corrupt IPAM block: not used");
+                self.corrupt.insert(cidr, why);
+            }
+        }
     }
 
     /// True when the block exists (usable or corrupt) or is planned.
@@ -173,6 +181,23 @@ impl Plan {
         if let Some(b) = self.blocks.get_mut(cidr) {
             b.changed = true;
         }
+    }
+
+    /// The blocks the plan's own handle holds addresses in once it commits.
+    pub fn handle_blocks(&self) -> Vec<IpNetwork> {
+        self.handles
+            .get(&self.handle_id)
+            .map(|h| h.doc.block.keys().filter_map(|c| c.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The blocks this plan changed that still have free addresses.
+    pub fn changed_blocks_with_room(&self) -> Vec<IpNetwork> {
+        self.blocks
+            .iter()
+            .filter(|(_, b)| b.changed && !b.doc.unallocated.is_empty())
+            .map(|(c, _)| *c)
+            .collect()
     }
 
     /// How many blocks the plan holds (loaded or new).

@@ -12,7 +12,7 @@ use super::block::{block_cidr_for, Holding};
 use super::ownership::{decide, index_endpoints, Decision, EndpointRef, Liveness};
 use super::plan::{BlockState, Plan};
 use super::pools::{pool_containing, Pool};
-use super::{backoff, corrupt_block, is_retryable, Ipam, IpamError, Result, MAX_ATTEMPTS};
+use super::{backoff, corrupt_block, hints, is_retryable, Ipam, IpamError, Result, MAX_ATTEMPTS};
 use crate::datastore::model::IpamHandle;
 use crate::datastore::{keys, Read};
 
@@ -50,11 +50,14 @@ impl Ipam<'_> {
     }
 
     async fn try_release_handle(&self, handle_id: &str) -> Result<Option<u64>> {
-        let (r, revision) = self
-            .ds
-            .read_batch_at(&[Read::Key(keys::handle(handle_id))], None)
-            .await?;
+        // The blocks recorded at allocate are read with the handle: one
+        // round trip when the record is right, a second read when not.
+        let recorded = hints::handle_blocks(&self.settings.lock_dir, self.node, handle_id);
+        let mut reads = vec![Read::Key(keys::handle(handle_id))];
+        reads.extend(recorded.iter().map(|c| Read::Key(keys::block(c))));
+        let (r, revision) = self.ds.read_batch_at(&reads, None).await?;
         let Some(entry) = r[0].first() else {
+            hints::record_handle(&self.settings.lock_dir, self.node, handle_id, &[]);
             return Ok(Some(0));
         };
         let handle = entry.decode::<IpamHandle>()?;
@@ -65,6 +68,11 @@ impl Ipam<'_> {
             .filter_map(|c| c.parse().ok())
             .collect();
         let mut plan = Plan::new(self.node, handle_id, Some(handle), Some(revision));
+        for (cidr, block) in recorded.iter().zip(&r[1..]) {
+            if let Some(e) = block.first() {
+                plan.adopt(*cidr, e);
+            }
+        }
         plan.load_blocks(self.ds, &cidrs).await?;
         let mut freed = 0;
         for cidr in &cidrs {
@@ -82,7 +90,11 @@ impl Ipam<'_> {
             }
         }
         plan.drop_handle();
-        Ok(self.ds.commit(&plan.into_batch()).await?.then_some(freed))
+        let done = self.ds.commit(&plan.into_batch()).await?;
+        if done {
+            hints::record_handle(&self.settings.lock_dir, self.node, handle_id, &[]);
+        }
+        Ok(done.then_some(freed))
     }
 
     /// Releases specific addresses under the ownership rules: an address

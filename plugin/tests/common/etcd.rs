@@ -304,6 +304,46 @@ impl Etcd {
         }
     }
 
+    /// The index of the current leader, as the members report it.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self
+                .etcdctl_command(&self.live_endpoints())
+                .args(["endpoint", "status", "-w", "json"])
+                .output()
+                .expect("etcdctl runs");
+            if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+                for (i, m) in self.members.iter().enumerate() {
+                    let st = v.as_array().and_then(|a| {
+                        a.iter()
+                            .find(|e| e["Endpoint"].as_str() == Some(&m.client_url))
+                    });
+                    if let Some(st) = st {
+                        if st["Status"]["leader"] == st["Status"]["header"]["member_id"] {
+                            return i;
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd leader");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Freezes member `i` (SIGSTOP): it keeps accepting connections and
+    /// never answers.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        let pid = self.members[i].child.as_ref().expect("member runs").id();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Kills every member (etcd-down tests).
     pub fn stop(&mut self) {
         for i in 0..self.members.len() {
@@ -443,8 +483,43 @@ impl Etcd {
     }
 }
 
+/// A TCP address on loopback that never completes a connection: its one
+/// listen slot is taken and never accepted, so the kernel drops every
+/// further SYN, as a blackholed route would.
+pub struct Blackhole {
+    pub url: String,
+    _listener: TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        // std listens with a backlog of 128: fill it until a connect hangs.
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+            assert!(fillers.len() < 4096, "the accept queue never filled");
+        }
+        Blackhole {
+            url: format!("http://{addr}"),
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
+        // Thaw first: a frozen member would not die of SIGKILL until then.
+        for m in &self.members {
+            if let Some(c) = &m.child {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &c.id().to_string()])
+                    .status();
+            }
+        }
         self.stop();
         let _ = std::fs::remove_dir_all(lock_dir_for(&self.endpoints()));
     }
