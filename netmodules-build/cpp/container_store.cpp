@@ -174,6 +174,20 @@ bool ContainerStore::load(const std::string& container_id, ContainerRecord* out)
   return ContainerRecord::from_json(text, out, &error) && out->container_id == container_id;
 }
 
+std::vector<std::string> ContainerStore::ids() const {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir_.c_str());
+  if (d == NULL) return out;
+  for (struct dirent* e = readdir(d); e != NULL; e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() < 6 || name.compare(name.size() - 5, 5, ".json") != 0) continue;
+    std::string id = name.substr(0, name.size() - 5);
+    if (safe_name(id)) out.push_back(id);
+  }
+  closedir(d);
+  return out;
+}
+
 std::vector<ContainerRecord> ContainerStore::load_all(std::vector<std::string>* problems) const {
   std::vector<ContainerRecord> out;
   DIR* d = opendir(dir_.c_str());

@@ -36,6 +36,8 @@ public:
   bool load(const std::string& container_id, ContainerRecord* out) const;
   // Every readable record; unreadable files are reported in `problems`.
   std::vector<ContainerRecord> load_all(std::vector<std::string>* problems) const;
+  // The container id of every record file, readable or not.
+  std::vector<std::string> ids() const;
 
 private:
   std::string path_of(const std::string& container_id) const;

@@ -65,6 +65,34 @@ std::vector<ContainerRecord> IsolatorLogic::recover(const std::set<std::string>&
   return ended;
 }
 
+void IsolatorLogic::finish_recovery(const std::vector<ContainerRecord>& ended,
+                                    const std::set<std::string>& recovered) {
+  const int timeout_ms = config_.client.timeout_ms;
+  for (size_t i = 0; i < ended.size(); ++i) {
+    log_(kInfo, "calico-mesos: cleaning up container " + ended[i].container_id +
+                    " that ended while the agent was down");
+    std::string error = cleanup(ended[i], Deadline(timeout_ms));
+    if (!error.empty()) {
+      log_(kWarning, "calico-mesos: cleanup of " + ended[i].container_id + " failed: " + error);
+    }
+  }
+  // Known now, not at recover(): a container prepared meanwhile is named.
+  std::set<std::string> known = recovered;
+  std::vector<std::string> ids = registry_->ids();
+  known.insert(ids.begin(), ids.end());
+  ids = store_.ids();
+  known.insert(ids.begin(), ids.end());
+  PluginAnswer a = call_plugin(config_.isolator_command, gc_request(registry_->hostname(), known),
+                               PLAIN, config_.client, Deadline(timeout_ms));
+  log_stderr("gc", a);
+  if (a.ok) {
+    log_(kInfo, "calico-mesos: gc after recovery done");
+  } else {
+    log_(kWarning, "calico-mesos: gc after recovery failed (the agent carries on; `calico-mesos "
+                   "gc` repairs later): " + a.error);
+  }
+}
+
 std::string IsolatorLogic::prepare(const ContainerRecord& base, const Requested& wanted,
                                    const Deadline& deadline, ContainerRecord* out) {
   ContainerRecord r = base;

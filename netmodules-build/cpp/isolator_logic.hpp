@@ -61,6 +61,16 @@ public:
   // for the caller to tear down.
   std::vector<ContainerRecord> recover(const std::set<std::string>& alive);
 
+  // What recover() leaves to a worker: the cleanup of each container that
+  // ended while the agent was down, one after the other, then one `gc`
+  // naming `recovered` plus every container the module still knows (its
+  // registry, which holds those prepared since, and its state_dir, which
+  // holds those whose cleanup failed), so the plugin frees what nobody
+  // knows (CNI 1.1's GC verb). Each run has its own command_timeout;
+  // failures are logged, none is fatal.
+  void finish_recovery(const std::vector<ContainerRecord>& ended,
+                       const std::set<std::string>& recovered);
+
   // Reserves the exact addresses and allocates the rest for `base`
   // (container, executor, netgroups, labels); all or nothing. On success
   // `out` is the remembered record.

@@ -19,6 +19,11 @@ RequestBuilder& RequestBuilder::num(const std::string& key, long long value) {
 RequestBuilder& RequestBuilder::strings(const std::string& key,
                                         const std::vector<std::string>& values) {
   if (values.empty()) return *this;
+  return list(key, values);
+}
+
+RequestBuilder& RequestBuilder::list(const std::string& key,
+                                     const std::vector<std::string>& values) {
   std::vector<Json> items;
   for (size_t i = 0; i < values.size(); ++i) items.push_back(Json::string(values[i]));
   args_[key] = Json::array(items);
@@ -90,6 +95,13 @@ std::string isolate_request(const std::string& hostname, const std::string& cont
 
 std::string cleanup_request(const std::string& hostname, const std::string& container_id) {
   return RequestBuilder("cleanup").str("hostname", hostname).str("container_id", container_id).build();
+}
+
+std::string gc_request(const std::string& hostname, const std::set<std::string>& containers) {
+  return RequestBuilder("gc")
+      .str("hostname", hostname)
+      .list("containers", std::vector<std::string>(containers.begin(), containers.end()))
+      .build();
 }
 
 namespace {

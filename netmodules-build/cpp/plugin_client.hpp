@@ -6,6 +6,7 @@
 #define CALICO_MESOS_PLUGIN_CLIENT_HPP
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ public:
   RequestBuilder& str(const std::string& key, const std::string& value);
   RequestBuilder& num(const std::string& key, long long value);
   RequestBuilder& strings(const std::string& key, const std::vector<std::string>& values);
+  // A list that is sent even when empty (the plugin requires it).
+  RequestBuilder& list(const std::string& key, const std::vector<std::string>& values);
   RequestBuilder& labels(const Labels& labels);
   std::string build() const;
 
@@ -49,6 +52,9 @@ std::string isolate_request(const std::string& hostname, const std::string& cont
                             long long pid, const Strings& ipv4, const Strings& ipv6,
                             const Strings& netgroups, const Labels& labels);
 std::string cleanup_request(const std::string& hostname, const std::string& container_id);
+// Sent once at agent start: every container the module still knows; the
+// plugin frees what this node holds for any other.
+std::string gc_request(const std::string& hostname, const std::set<std::string>& containers);
 
 struct PluginAnswer {
   bool ok;

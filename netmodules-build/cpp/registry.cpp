@@ -35,6 +35,16 @@ void Registry::erase(const std::string& container_id) {
   records_.erase(container_id);
 }
 
+std::vector<std::string> Registry::ids() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::string> out;
+  for (std::map<std::string, ContainerRecord>::const_iterator it = records_.begin();
+       it != records_.end(); ++it) {
+    out.push_back(it->first);
+  }
+  return out;
+}
+
 void Registry::set_hostname(const std::string& h) {
   std::lock_guard<std::mutex> lock(mutex_);
   hostname_ = h;

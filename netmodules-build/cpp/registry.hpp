@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "container_store.hpp"
 
@@ -19,6 +20,8 @@ public:
   bool by_executor(const std::string& framework_id, const std::string& executor_id,
                    ContainerRecord* out);
   void erase(const std::string& container_id);
+  // Every container id it holds.
+  std::vector<std::string> ids();
   void set_hostname(const std::string& h);
   // The agent's hostname, or this machine's until the hook has seen one.
   std::string hostname();

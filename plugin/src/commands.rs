@@ -2,10 +2,12 @@
 
 use std::io::Read;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::dataplane::{Dataplane, Kernel};
 use crate::datastore::Datastore;
+use crate::gc::{self, Survivors};
 use crate::ipam::{handle_for_uid, Ipam};
 use crate::logging;
 use crate::protocol::{parse_request, ReleaseArgs, Request, Response, MAX_REQUEST_BYTES};
@@ -131,6 +133,24 @@ async fn execute_inner(config: &Config, request: Request) -> anyhow::Result<Resp
         }
         Request::Cleanup(args) => {
             workload::cleanup(config, &ds, &Kernel, &args).await?;
+            Response::Ok
+        }
+        Request::Gc(args) => {
+            let grace = Duration::from_secs(config.ipam.release_grace_seconds);
+            let survivors = Survivors::Listed(args.containers);
+            let report = gc::run(config, &ds, &Kernel, &survivors, grace, true).await?;
+            tracing::info!(
+                repairs = report.repairs.len(),
+                kept = report.kept.len(),
+                "gc done"
+            );
+            let failed = report.failures();
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "gc could not repair everything (the next gc tries again): {}",
+                    failed.join("; ")
+                );
+            }
             Response::Ok
         }
     })

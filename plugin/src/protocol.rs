@@ -2,7 +2,7 @@
 //! in, one JSON answer out. Parsing validates everything, so a request that
 //! is refused here has touched nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Map, Value};
@@ -16,6 +16,9 @@ pub const MAX_ADDRESSES_PER_FAMILY: u64 = 16;
 /// Linux's PID_MAX_LIMIT.
 const MAX_PID: u64 = 4_194_304;
 const MAX_LIST_ITEMS: usize = 64;
+/// Most containers one `gc` may name (an agent runs far fewer; the stdin
+/// limit bounds the request anyway).
+pub const MAX_GC_CONTAINERS: usize = 8192;
 const MAX_LABELS: usize = 128;
 const MAX_NAME_LEN: usize = 253;
 const MAX_LABEL_VALUE_LEN: usize = 4096;
@@ -29,6 +32,7 @@ pub enum Request {
     Release(ReleaseArgs),
     Isolate(IsolateArgs),
     Cleanup(CleanupArgs),
+    Gc(GcArgs),
 }
 
 impl Request {
@@ -39,6 +43,7 @@ impl Request {
             Request::Release(_) => "release",
             Request::Isolate(_) => "isolate",
             Request::Cleanup(_) => "cleanup",
+            Request::Gc(_) => "gc",
         }
     }
 }
@@ -86,6 +91,14 @@ pub struct IsolateArgs {
 pub struct CleanupArgs {
     pub hostname: String,
     pub container_id: String,
+}
+
+/// `gc`: the containers that survived an agent restart; everything else
+/// of this node is freed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GcArgs {
+    pub hostname: String,
+    pub containers: BTreeSet<String>,
 }
 
 /// The answer. Only the documented fields are ever emitted: the 2016 module
@@ -145,6 +158,7 @@ pub fn parse_request(input: &[u8]) -> Result<Request, String> {
         "release" => parse_release(&args).map(Request::Release),
         "isolate" => parse_isolate(&args).map(Request::Isolate),
         "cleanup" => parse_cleanup(&args).map(Request::Cleanup),
+        "gc" => parse_gc(&args).map(Request::Gc),
         other => Err(format!("Unknown command: {}", printable(other))),
     }
 }
@@ -242,6 +256,24 @@ fn parse_cleanup(a: &Args) -> Result<CleanupArgs, String> {
     })
 }
 
+fn parse_gc(a: &Args) -> Result<GcArgs, String> {
+    let hostname = a.hostname()?;
+    // Required, so that a sender that forgot it never frees everything.
+    if a.present("containers").is_none() {
+        return Err("Missing containers".into());
+    }
+    let ids = a.bounded_string_list("containers", MAX_GC_CONTAINERS)?;
+    let mut containers = BTreeSet::new();
+    for id in ids {
+        check_container_id(id)?;
+        containers.insert(id.to_string());
+    }
+    Ok(GcArgs {
+        hostname,
+        containers,
+    })
+}
+
 /// The `args` object, with typed accessors whose errors are the protocol's.
 struct Args<'a>(&'a Map<String, Value>);
 
@@ -295,13 +327,17 @@ impl Args<'_> {
     }
 
     fn string_list(&self, name: &str) -> Result<Vec<&str>, String> {
+        self.bounded_string_list(name, MAX_LIST_ITEMS)
+    }
+
+    fn bounded_string_list(&self, name: &str, max: usize) -> Result<Vec<&str>, String> {
         let Some(v) = self.present(name) else {
             return Ok(Vec::new());
         };
         let err = || format!("{name} must be a list of strings");
         let items = v.as_array().ok_or_else(err)?;
-        if items.len() > MAX_LIST_ITEMS {
-            return Err(format!("{name} has more than {MAX_LIST_ITEMS} entries"));
+        if items.len() > max {
+            return Err(format!("{name} has more than {max} entries"));
         }
         items.iter().map(|i| i.as_str().ok_or_else(err)).collect()
     }
@@ -621,6 +657,58 @@ mod tests {
         assert!(parse_request(&huge)
             .unwrap_err()
             .starts_with("Request too large"));
+    }
+
+    #[test]
+    fn gc_takes_a_hostname_and_the_surviving_containers() {
+        let Request::Gc(g) =
+            parse_request(br#"{"command":"gc","args":{"hostname":"","containers":["b","a","b"]}}"#)
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(g.hostname, "");
+        assert_eq!(
+            g.containers.into_iter().collect::<Vec<_>>(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        let Request::Gc(g) =
+            parse_request(br#"{"command":"gc","args":{"hostname":"h","containers":[]}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(g.containers.is_empty());
+        assert_eq!(
+            err(r#"{"command":"gc","args":{"containers":[]}}"#),
+            "Missing hostname"
+        );
+        assert_eq!(
+            err(r#"{"command":"gc","args":{"hostname":"h"}}"#),
+            "Missing containers"
+        );
+        assert_eq!(
+            err(r#"{"command":"gc","args":{"hostname":"h","containers":"a"}}"#),
+            "containers must be a list of strings"
+        );
+        assert_eq!(
+            err(r#"{"command":"gc","args":{"hostname":"h","containers":[7]}}"#),
+            "containers must be a list of strings"
+        );
+        assert_eq!(
+            err(r#"{"command":"gc","args":{"hostname":"h","containers":["a/b"]}}"#),
+            "container_id 'a/b' must not contain '/'"
+        );
+        assert_eq!(
+            err(r#"{"command":"gc","args":{"hostname":"h","containers":[""]}}"#),
+            "container_id must not be empty"
+        );
+        let many: Vec<String> = (0..=MAX_GC_CONTAINERS).map(|i| format!("c{i}")).collect();
+        let req = json!({"command": "gc", "args": {"hostname": "h", "containers": many}});
+        assert_eq!(
+            err(&req.to_string()),
+            format!("containers has more than {MAX_GC_CONTAINERS} entries")
+        );
+        assert_eq!(Request::Gc(GcArgs::default()).command(), "gc");
     }
 
     #[test]

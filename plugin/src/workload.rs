@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -25,6 +26,7 @@ use crate::endpoint::{
     build_endpoint, endpoint_ips, endpoint_key, node_endpoints_prefix, EndpointInput,
     WorkloadEndpoint,
 };
+use crate::ipam::lock::ContainerLock;
 use crate::ipam::lookup::{self, Found};
 use crate::ipam::ownership::index_endpoints;
 use crate::ipam::{self, handle_for_uid, ContainerRelease, Ipam};
@@ -42,6 +44,15 @@ pub async fn isolate(
     args: &IsolateArgs,
 ) -> anyhow::Result<()> {
     let node = cfg.node_name.as_str();
+    // Held until isolate returns (or dies): gc leaves the container alone
+    // meanwhile, so it never takes a half-made veth for a leak.
+    let _working = ContainerLock::acquire(
+        &cfg.ipam.lock_dir,
+        &args.container_id,
+        Duration::from_millis(cfg.ipam.lock_timeout_ms),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let key = endpoint_key(node, &args.container_id);
     let ips: Vec<IpAddr> = args
         .ipv4

@@ -161,6 +161,9 @@ fn every_subcommand_has_help_and_version_works() {
         vec!["pool", "list", "--help"],
         vec!["pool", "delete", "--help"],
         vec!["ipam", "show", "--help"],
+        vec!["ipam", "check", "--help"],
+        vec!["gc", "--help"],
+        vec!["doctor", "--help"],
     ] {
         let (code, out, _) = run(&p, &args);
         assert_eq!(code, 0, "{args:?}");
@@ -180,6 +183,25 @@ fn every_subcommand_has_help_and_version_works() {
     assert_eq!(code, 1);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("etcd is unreachable"), "{err}");
+}
+
+#[test]
+fn the_man_page_describes_every_command_and_the_timer() {
+    let p = Plugin::with_endpoints("http://127.0.0.1:1", "agent-1");
+    let (code, page, _) = run(&p, &["man"]);
+    assert_eq!(code, 0);
+    for text in [
+        ".SH COMMANDS",
+        "calico\\-mesos gc [\\-\\-apply] [\\-\\-grace SECONDS] [\\-\\-json]",
+        "calico\\-mesos ipam check [\\-\\-json]",
+        "calico\\-mesos doctor",
+        "systemctl enable \\-\\-now calico\\-mesos\\-gc.timer",
+        "Without \\-\\-apply nothing changes",
+    ] {
+        assert!(page.contains(text), "{text:?} missing from the man page");
+    }
+    // No pointers at per-command pages that are not shipped.
+    assert!(!page.contains("calico\\-mesos\\-gc(1)"), "{page}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::consistency::check_ipam;
+use common::netns::{can_run, SimHost};
 use common::{Etcd, Plugin};
 
 #[test]
@@ -44,9 +45,21 @@ fn the_module_client_and_the_plugin_agree() {
 
     let cid = "ba11f1de-fc4d-46fd-9f15-424f4ef05a3a";
     // The driver runs the plugin with the test's environment, as the agent
-    // would run it with its own.
+    // would run it with its own; as root, on a simulated host (gc reads and
+    // may change the host's links: never the machine's own).
     let plugin_cmd = plugin.command();
-    let mut run = Command::new(&driver);
+    let mut host = None;
+    let mut run = if can_run() {
+        let mut h = SimHost::new();
+        h.reach_etcd(&etcd.endpoints());
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &h.ns.pid.to_string(), "-n", "--"])
+            .arg(&driver);
+        host = Some(h);
+        c
+    } else {
+        Command::new(&driver)
+    };
     run.env_clear().arg(common::plugin::BIN).arg(cid);
     for (k, v) in plugin_cmd.get_envs() {
         if let Some(v) = v {
@@ -62,5 +75,19 @@ fn the_module_client_and_the_plugin_agree() {
         "{report}"
     );
     assert!(report.contains("cleaned up and released"), "{report}");
+    // gc kept the survivor's address, and only that.
+    let left = check_ipam(&etcd);
+    let survivor = format!("mesos.{cid}-survivor");
+    assert!(
+        report.contains(&format!("gc kept {cid}-survivor")),
+        "{report}"
+    );
+    assert_eq!(
+        left.values().collect::<Vec<_>>(),
+        vec![&survivor],
+        "{report}"
+    );
+    plugin.release_uid(&format!("{cid}-survivor")).ok();
     assert!(check_ipam(&etcd).is_empty(), "everything was released");
+    drop(host);
 }

@@ -61,6 +61,17 @@ fn error_table_rows() {
             req("cleanup", json!({"hostname": "h"})),
             "Missing container_id",
         ),
+        // A gc that names nobody must never be read as "nobody survived".
+        (req("gc", json!({"hostname": "h"})), "Missing containers"),
+        (req("gc", json!({"containers": []})), "Missing hostname"),
+        (
+            req("gc", json!({"hostname": "h", "containers": "existing"})),
+            "containers must be a list of strings",
+        ),
+        (
+            req("gc", json!({"hostname": "h", "containers": ["../x"]})),
+            "container_id '../x' must not contain '/'",
+        ),
         (
             req(
                 "isolate",

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use calico_mesos::config::{Config, Sources};
 use calico_mesos::dataplane::{
-    host_veth_name, ContainerNetwork, Dataplane, DataplaneError, HostEnd, Plumbed, Probe,
+    host_veth_name, ContainerNetwork, Dataplane, DataplaneError, HostEnd, HostLink, Plumbed, Probe,
 };
 use calico_mesos::datastore::Datastore;
 use calico_mesos::protocol::{CleanupArgs, IsolateArgs};
@@ -87,6 +87,19 @@ impl Dataplane for Fake {
     async fn host_links(&self) -> Result<BTreeSet<String>, DataplaneError> {
         self.step("host_links")?;
         Ok(self.links.borrow().clone())
+    }
+    async fn host_ends(&self) -> Result<Vec<HostLink>, DataplaneError> {
+        self.step("host_ends")?;
+        Ok(self
+            .links
+            .borrow()
+            .iter()
+            .map(|name| HostLink {
+                name: name.clone(),
+                alias: None,
+                leads_to_container: true,
+            })
+            .collect())
     }
 }
 

@@ -48,6 +48,11 @@ using mesos::slave::ContainerState;
 
 namespace calico_mesos {
 
+// The Mesos version this module was built for, where `calico-mesos doctor`
+// finds it (the plugin's doctor.rs VERSION_MARKER).
+extern const char kBuiltFor[];
+const char kBuiltFor[] __attribute__((used)) = "calico-mesos-module-built-for-mesos=" MESOS_VERSION;
+
 static Registry& registry() {
   static Registry* r = new Registry();
   return *r;
@@ -101,24 +106,17 @@ public:
       alive.insert(id.value());
     }
     std::vector<ContainerRecord> ended = logic_->recover(alive);
+    // Not waited for by the agent: the cleanups of what ended while it was
+    // down, then one gc with every container still known.
     std::shared_ptr<IsolatorLogic> logic = logic_;
-    const int timeout_ms = timeout_ms_;
-    for (size_t i = 0; i < ended.size(); ++i) {
-      // Gone while the agent was down: free its addresses now.
-      ContainerRecord record = ended[i];
-      LOG(INFO) << "calico-mesos: cleaning up container " << record.container_id
-                << " that ended while the agent was down";
-      // Not waited for by the agent: the deadline starts with the run.
-      workers().submit([logic, record, timeout_ms]() {
-                         return logic->cleanup(record, Deadline(timeout_ms));
-                       },
-                       [record](const std::string& error) {
-                         if (!error.empty()) {
-                           LOG(WARNING) << "calico-mesos: cleanup of " << record.container_id
-                                        << " failed: " << error;
-                         }
-                       });
-    }
+    workers().submit(
+        [logic, ended, alive]() {
+          logic->finish_recovery(ended, alive);
+          return std::string();
+        },
+        [](const std::string& error) {
+          if (!error.empty()) LOG(WARNING) << "calico-mesos: recovery work failed: " << error;
+        });
     return Nothing();
   }
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <set>
 #include <string>
 
 #include "../container_store.hpp"
@@ -46,6 +47,15 @@ static void request_shapes() {
       "\"netgroups\":[\"prod\"],\"num_ipv4\":1,\"num_ipv6\":0,\"uid\":\"u\"},"
       "\"command\":\"allocate\"}";
   check(r == want, "request is compact, sorted, empty lists omitted", r);
+  std::set<std::string> ids;
+  std::string g = gc_request("h", ids);
+  check(g == "{\"args\":{\"containers\":[],\"hostname\":\"h\"},\"command\":\"gc\"}",
+        "gc always sends its list, even empty", g);
+  ids.insert("c2");
+  ids.insert("c1");
+  g = gc_request("", ids);
+  check(g == "{\"args\":{\"containers\":[\"c1\",\"c2\"],\"hostname\":\"\"},\"command\":\"gc\"}",
+        "gc names the containers", g);
   std::string q = RequestBuilder("isolate").str("container_id", "a\"b\n").build();
   check(q == "{\"args\":{\"container_id\":\"a\\\"b\\n\"},\"command\":\"isolate\"}",
         "strings are escaped", q);

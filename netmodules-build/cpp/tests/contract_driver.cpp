@@ -4,6 +4,7 @@
 //   contract_driver <plugin> <container id>
 // Prints one line per step; exits 1 at the first unexpected answer.
 #include <iostream>
+#include <set>
 #include <string>
 
 #include "../plugin_client.hpp"
@@ -49,5 +50,17 @@ int main(int argc, char** argv) {
   PluginAnswer rel = call_plugin(plugin, release_request(cid), PLAIN, options);
   if (!rel.ok) return fail("release", rel);
   std::cout << "cleaned up and released\n";
+
+  // recover() at agent start: gc names the survivor; the plugin frees
+  // what nobody names and keeps the survivor's addresses.
+  const std::string survivor = cid + "-survivor";
+  PluginAnswer s = call_plugin(plugin, allocate_request("", survivor, 1, 0, groups, labels),
+                               ADDRESSES, options);
+  if (!s.ok || s.ipv4.size() != 1) return fail("allocate survivor", s);
+  std::set<std::string> known;
+  known.insert(survivor);
+  PluginAnswer g = call_plugin(plugin, gc_request("", known), PLAIN, options);
+  if (!g.ok) return fail("gc", g);
+  std::cout << "gc kept " << survivor << " " << s.ipv4[0] << "\n";
   return 0;
 }

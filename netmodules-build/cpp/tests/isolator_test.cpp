@@ -3,12 +3,15 @@
 // request they get.
 #include <time.h>
 
+#include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "../isolator_logic.hpp"
+#include "../json.hpp"
 #include "harness.hpp"
 #include "suites.hpp"
 
@@ -239,6 +242,81 @@ void libprocess_ip_is_ipv4_only() {
         "an IPv6-only prepare says in the log what its executor gets", error + lines);
 }
 
+// The gc request of a fake plugin's log: its container ids, in order.
+std::vector<std::string> gc_containers(const std::string& request) {
+  Json j;
+  std::string error;
+  std::vector<std::string> ids;
+  if (parse_json(request, &j, &error)) json_string_list(j["args"]["containers"], &ids);
+  return ids;
+}
+
+// recover() at agent start: the ended containers are cleaned up first,
+// then one gc names every container the module still knows, so the
+// plugin frees what nobody knows any more (CNI 1.1's GC verb).
+void recovery_sends_gc_after_the_cleanups() {
+  std::map<std::string, std::string> actions;
+  // c-stuck's cleanup fails: its record stays, so gc must name it.
+  actions["cleanup"] =
+      "case \"$req\" in *c-stuck*) echo '{\"error\":\"etcd is down\"}'; exit 1 ;; esac; "
+      "echo '{\"error\":null}'";
+  FakePlugin p("recover-gc", actions);
+  Registry registry;
+  Logged logged;
+  IsolatorLogic logic(p.config(10000), &registry, sink(&logged));
+  ContainerStore store(p.state_dir);
+  std::string error;
+  store.save(record("c-alive"), &error);
+  store.save(record("c-ended"), &error);
+  store.save(record("c-stuck"), &error);
+  // An unreadable record still names a container the module knew.
+  std::ofstream(p.state_dir + "/c-garbled.json") << "{not json";
+  std::set<std::string> alive;
+  alive.insert("c-alive");
+  alive.insert("c-host-network");  // recovered, never networked by us
+  std::vector<ContainerRecord> ended = logic.recover(alive);
+  // A container prepared since the agent came up is known too.
+  registry.put(record("c-new"));
+  logic.finish_recovery(ended, alive);
+
+  std::vector<std::string> all = p.requests();
+  std::vector<std::string> gcs = p.requests("gc");
+  check(gcs.size() == 1 && !all.empty() && all.back() == gcs[0],
+        "recovery sends one gc, after the cleanups", p.all());
+  std::vector<std::string> releases = p.requests("release");
+  check(p.requests("cleanup").size() == 2 && releases.size() == 1 &&
+            contains(releases[0], "\"uid\":\"c-ended\""),
+        "both ended containers were cleaned up first", p.all());
+  std::vector<std::string> ids = gc_containers(gcs.empty() ? "" : gcs[0]);
+  std::string listed;
+  for (size_t i = 0; i < ids.size(); ++i) listed += ids[i] + " ";
+  check(listed == "c-alive c-garbled c-host-network c-new c-stuck ",
+        "gc names the recovered and every container still known, not the cleaned-up one",
+        listed + "\n" + p.all());
+  ContainerRecord r;
+  check(!store.load("c-ended", &r) && store.load("c-stuck", &r),
+        "a cleaned-up record is gone, a failed one kept for the next start", p.all());
+}
+
+// A failing or hanging gc is logged and never fails recovery.
+void a_failing_gc_is_only_logged() {
+  std::map<std::string, std::string> actions;
+  actions["gc"] = "echo '{\"error\":\"etcd is unreachable\"}'; exit 1";
+  FakePlugin p("gc-fails", actions);
+  Registry registry;
+  Logged logged;
+  IsolatorLogic logic(p.config(10000), &registry, sink(&logged));
+  std::set<std::string> none;
+  logic.finish_recovery(logic.recover(none), none);
+  std::vector<std::string> gcs = p.requests("gc");
+  std::string lines;
+  for (size_t i = 0; i < logged.lines.size(); ++i) lines += logged.lines[i] + "\n";
+  check(gcs.size() == 1 && contains(gcs[0], "\"containers\":[]"),
+        "with nothing recovered gc still names the (empty) list", p.all());
+  check(contains(lines, "gc after recovery failed") && contains(lines, "etcd is unreachable"),
+        "the failure is logged with the plugin's error", lines);
+}
+
 }  // namespace
 
 void isolator_logic_tests() {
@@ -246,4 +324,6 @@ void isolator_logic_tests() {
   cleanup_only_known_containers();
   one_deadline_per_call();
   libprocess_ip_is_ipv4_only();
+  recovery_sends_gc_after_the_cleanups();
+  a_failing_gc_is_only_logged();
 }

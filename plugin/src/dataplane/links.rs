@@ -33,6 +33,35 @@ pub struct LinkFacts {
     pub alias: Option<String>,
     /// A veth's peer index, in the peer's namespace.
     pub peer_index: Option<u32>,
+    /// The peer lives in another network namespace (IFLA_LINK_NETNSID).
+    pub peer_elsewhere: bool,
+}
+
+/// The facts of one RTM_NEWLINK message, with the link's name.
+fn facts_of_message(msg: LinkMessage) -> (Option<String>, LinkFacts) {
+    let mut name = None;
+    let mut facts = LinkFacts {
+        index: msg.header.index,
+        is_veth: false,
+        alias: None,
+        peer_index: None,
+        peer_elsewhere: false,
+    };
+    for a in msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n),
+            LinkAttribute::IfAlias(text) => facts.alias = Some(text),
+            LinkAttribute::Link(i) => facts.peer_index = Some(i),
+            LinkAttribute::LinkNetNsId(_) => facts.peer_elsewhere = true,
+            LinkAttribute::LinkInfo(infos) => {
+                facts.is_veth = infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+            }
+            _ => {}
+        }
+    }
+    (name, facts)
 }
 
 /// The facts of link `name`, if it exists.
@@ -44,37 +73,20 @@ pub async fn facts_of(handle: &Handle, name: &str) -> Result<Option<LinkFacts>, 
         Err(e) if errno(&e) == Some(ENODEV) => return Ok(None),
         Err(e) => return Err(DataplaneError::netlink(format!("look up link {name}"), e)),
     };
-    let mut facts = LinkFacts {
-        index: msg.header.index,
-        is_veth: false,
-        alias: None,
-        peer_index: None,
-    };
-    for a in msg.attributes {
-        match a {
-            LinkAttribute::IfAlias(text) => facts.alias = Some(text),
-            LinkAttribute::Link(i) => facts.peer_index = Some(i),
-            LinkAttribute::LinkInfo(infos) => {
-                facts.is_veth = infos
-                    .iter()
-                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
-            }
-            _ => {}
-        }
-    }
-    Ok(Some(facts))
+    Ok(Some(facts_of_message(msg).1))
 }
 
-/// Every link name in the namespace of `handle`.
-pub async fn names(handle: &Handle) -> Result<Vec<String>, DataplaneError> {
+/// Every link in the namespace of `handle`, by name, with its facts.
+pub async fn all(handle: &Handle) -> Result<Vec<(String, LinkFacts)>, DataplaneError> {
     let mut links = handle.link().get().execute();
     let mut out = Vec::new();
     loop {
         match links.try_next().await {
-            Ok(Some(msg)) => out.extend(msg.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })),
+            Ok(Some(msg)) => {
+                if let (Some(name), facts) = facts_of_message(msg) {
+                    out.push((name, facts));
+                }
+            }
             Ok(None) => return Ok(out),
             Err(e) => return Err(DataplaneError::netlink("list links".into(), e)),
         }

@@ -120,8 +120,30 @@ pub struct HostVeth {
 
 /// The alias that marks a host end as the one of `container_id`.
 pub fn ownership_mark(container_id: &str) -> String {
-    format!("calico-mesos:{container_id}")
+    format!("{MARK_PREFIX}{container_id}")
 }
+
+/// A `cali…` link of the host namespace, as gc sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLink {
+    pub name: String,
+    /// Our ownership mark (`calico-mesos:<container id>`) or someone else's.
+    pub alias: Option<String>,
+    /// A veth whose peer lives in another network namespace: the link
+    /// still leads into a container.
+    pub leads_to_container: bool,
+}
+
+impl HostLink {
+    /// The container whose ownership mark the link carries, if the mark
+    /// is ours and matches the link's name.
+    pub fn marked_container(&self) -> Option<&str> {
+        let cid = self.alias.as_deref()?.strip_prefix(MARK_PREFIX)?;
+        (host_veth_name(cid) == self.name).then_some(cid)
+    }
+}
+
+const MARK_PREFIX: &str = "calico-mesos:";
 
 /// What is already there for a container, read before anything is written.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +179,8 @@ pub trait Dataplane {
     async fn teardown(&self, host_ifname: &str) -> Result<bool, DataplaneError>;
     /// The names of the host's links (is a container's host end there?).
     async fn host_links(&self) -> Result<std::collections::BTreeSet<String>, DataplaneError>;
+    /// The host's `cali…` links, with what gc needs to judge them.
+    async fn host_ends(&self) -> Result<Vec<HostLink>, DataplaneError>;
 }
 
 /// The real dataplane: netlink in the host namespace and the container's.
@@ -177,7 +201,24 @@ impl Dataplane for Kernel {
     }
     async fn host_links(&self) -> Result<std::collections::BTreeSet<String>, DataplaneError> {
         let host = netns::host_netlink()?;
-        Ok(links::names(&host).await?.into_iter().collect())
+        Ok(links::all(&host)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+    async fn host_ends(&self) -> Result<Vec<HostLink>, DataplaneError> {
+        let host = netns::host_netlink()?;
+        Ok(links::all(&host)
+            .await?
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(HOST_PREFIX))
+            .map(|(name, f)| HostLink {
+                name,
+                alias: f.alias,
+                leads_to_container: f.is_veth && f.peer_elsewhere,
+            })
+            .collect())
     }
 }
 
@@ -471,6 +512,27 @@ mod tests {
         assert!(name[4..].chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(name, host_veth_name("ba11f1de-fc4d-46fd-9f15-424f4ef05a3a"));
         assert_ne!(name, host_veth_name("other"));
+    }
+
+    #[test]
+    fn only_our_own_mark_names_a_container() {
+        let name = host_veth_name("ctr-1");
+        let link = |alias: Option<&str>, name: &str| HostLink {
+            name: name.into(),
+            alias: alias.map(String::from),
+            leads_to_container: true,
+        };
+        assert_eq!(
+            link(Some("calico-mesos:ctr-1"), &name).marked_container(),
+            Some("ctr-1")
+        );
+        // A mark that does not match the name, someone else's alias, none.
+        assert_eq!(
+            link(Some("calico-mesos:ctr-2"), &name).marked_container(),
+            None
+        );
+        assert_eq!(link(Some("k8s"), &name).marked_container(), None);
+        assert_eq!(link(None, &name).marked_container(), None);
     }
 
     #[test]

@@ -69,6 +69,15 @@ pub fn block(cidr: &IpNetwork) -> String {
     format!("{}{}", blocks_prefix(cidr.is_ipv6()), dashed(cidr))
 }
 
+pub fn handles_prefix() -> String {
+    format!("{IPAM}/handle/")
+}
+
+/// Every IPAM key: blocks, handles, affinities, config.
+pub fn ipam_prefix() -> String {
+    format!("{IPAM}/")
+}
+
 pub fn handle(handle_id: &str) -> String {
     format!("{IPAM}/handle/{handle_id}")
 }

@@ -18,6 +18,7 @@
 pub mod admin;
 mod allocate;
 pub mod block;
+pub mod check;
 mod hints;
 pub mod lock;
 pub mod lookup;
