@@ -92,7 +92,8 @@ pub async fn run(config: Result<Config, String>, paths: &Paths) -> DoctorReport 
     if let Ok(cfg) = &config {
         calico_checks(&mut r, cfg, &paths.node_env).await;
     }
-    module_checks(&mut r, paths);
+    let deadline_ms = config.as_ref().map(|c| c.etcd.deadline_ms).ok();
+    module_checks(&mut r, paths, deadline_ms);
     r.healthy = r.checks.iter().all(|f| f.ok);
     r
 }
@@ -289,8 +290,8 @@ fn felix_check(r: &mut DoctorReport, node_env: &Path, global: &[RawEntry], own: 
 
 // ---------------------------------------------------------------- Mesos
 
-fn module_checks(r: &mut DoctorReport, paths: &Paths) {
-    let named = modules_json_check(r, &paths.modules_json);
+fn module_checks(r: &mut DoctorReport, paths: &Paths, deadline_ms: Option<u64>) {
+    let named = modules_json_check(r, &paths.modules_json, deadline_ms);
     let module = paths.module.clone().or(named);
     match module {
         Some(so) => module_file_check(r, &so, &paths.mesos_slave),
@@ -303,8 +304,14 @@ fn module_checks(r: &mut DoctorReport, paths: &Paths) {
     agent_flags_check(r, &paths.agent_flags_dir, &paths.modules_json);
 }
 
-/// Checks modules.json; returns the module file it names.
-fn modules_json_check(r: &mut DoctorReport, path: &Path) -> Option<PathBuf> {
+/// Checks modules.json; returns the module file it names. The module's
+/// `command_timeout` must outlast the plugin's etcd deadline, or the module
+/// kills a plugin that was about to answer.
+fn modules_json_check(
+    r: &mut DoctorReport,
+    path: &Path,
+    deadline_ms: Option<u64>,
+) -> Option<PathBuf> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -406,6 +413,24 @@ fn modules_json_check(r: &mut DoctorReport, path: &Path) -> Option<PathBuf> {
                     "add it with the value /usr/bin/calico-mesos",
                 );
             }
+        }
+    }
+    let timeout_s = params
+        .get("command_timeout")
+        .map_or(Some(30), |t| t.parse::<u64>().ok());
+    if let (Some(deadline), Some(t)) = (deadline_ms, timeout_s) {
+        if t * 1000 <= deadline {
+            fine = false;
+            r.problem(
+                "modules.json",
+                format!(
+                    "{}: command_timeout {t} s does not outlast the plugin's etcd deadline_ms \
+                     {deadline}",
+                    path.display()
+                ),
+                "raise command_timeout above deadline_ms (the packaged 30 s is above the \
+                 default 15000 ms), or lower [etcd] deadline_ms",
+            );
         }
     }
     if fine {

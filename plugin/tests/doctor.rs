@@ -206,6 +206,19 @@ fn each_problem_gets_a_clear_line() {
     let (code, lines) = host.doctor(&p);
     assert_eq!(code, 0, "{lines:#?}");
 
+    // The plugin's etcd deadline outlasts the module's command_timeout
+    // (30 s when modules.json names none): the module would kill it.
+    p.set_config("[etcd]\ndeadline_ms = 40000\ntimeout_ms = 5000\n");
+    let (code, lines) = host.doctor(&p);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&lines)
+            .iter()
+            .any(|l| l.contains("command_timeout 30 s does not outlast")),
+        "{lines:#?}"
+    );
+    p.set_config("# test config\n");
+
     // etcd is down.
     etcd.stop();
     let (code, lines) = host.doctor(&p);

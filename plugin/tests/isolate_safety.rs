@@ -239,8 +239,10 @@ fn after_sigkill_at_any_step_a_rerun_of_isolate_succeeds() {
         assert_eq!(links, vec!["lo".to_string(), "eth0".to_string()], "{fault}");
         let ip: IpAddr = v4[0].parse().unwrap();
         route_via_fabric(&h2, ip, true);
+        // Up to three one-second pings: a loaded machine may lose the
+        // first while neighbours resolve.
         assert!(
-            ctr.ping(peer_ip),
+            (0..3).any(|_| ctr.ping(peer_ip)),
             "{fault}: no connectivity after the rerun"
         );
         let endpoints = c.etcd.dump(WEP);
