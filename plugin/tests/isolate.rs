@@ -6,38 +6,14 @@ mod common;
 
 use std::net::IpAddr;
 
+use common::cluster::Cluster;
 use common::consistency::check_ipam;
 use common::netns::{can_run, join, route_via_fabric, Ns, SimHost};
-use common::{Etcd, Plugin};
+use common::Plugin;
 use serde_json::{json, Value};
 
 const WEP_PREFIX: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/default/";
 const PROFILES: &str = "/calico/resources/v3/projectcalico.org/profiles/";
-
-struct Cluster {
-    etcd: Etcd,
-}
-
-impl Cluster {
-    fn new(nodes: &[&str]) -> Cluster {
-        let etcd = Etcd::start();
-        etcd.seed_calico(nodes);
-        let admin = Plugin::new(&etcd, nodes[0]);
-        admin.add_pool("198.18.0.0/24", 26);
-        admin.add_pool("fd00:18::/120", 122);
-        Cluster { etcd }
-    }
-
-    fn host(&self) -> SimHost {
-        let mut h = SimHost::new();
-        h.reach_etcd(&self.etcd.endpoints());
-        h
-    }
-
-    fn plugin(&self, node: &str, host: &SimHost) -> Plugin {
-        Plugin::new(&self.etcd, node).on_host(host.ns.pid)
-    }
-}
 
 fn isolate(
     p: &Plugin,

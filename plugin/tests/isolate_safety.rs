@@ -7,35 +7,13 @@ mod common;
 
 use std::net::IpAddr;
 
+use common::cluster::Cluster;
 use common::consistency::check_ipam;
 use common::netns::{can_run, join, route_via_fabric, Ns, SimHost};
-use common::{Etcd, Plugin};
+use common::Plugin;
 use serde_json::{json, Value};
 
 const WEP: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/";
-
-struct Cluster {
-    etcd: Etcd,
-}
-
-impl Cluster {
-    fn new(nodes: &[&str]) -> Cluster {
-        let etcd = Etcd::start();
-        etcd.seed_calico(nodes);
-        Plugin::new(&etcd, nodes[0]).add_pool("198.18.0.0/24", 26);
-        Cluster { etcd }
-    }
-
-    fn host(&self) -> SimHost {
-        let mut h = SimHost::new();
-        h.reach_etcd(&self.etcd.endpoints());
-        h
-    }
-
-    fn plugin(&self, node: &str, host: &SimHost) -> Plugin {
-        Plugin::new(&self.etcd, node).on_host(host.ns.pid)
-    }
-}
 
 fn isolate_req(p: &Plugin, cid: &str, pid: u32, v4: &[String]) -> Value {
     json!({"command": "isolate", "args": {

@@ -37,6 +37,13 @@ pub enum ContainerRelease {
     Unrecorded(Box<Versioned<WorkloadEndpoint>>),
 }
 
+struct AddressSnapshot {
+    refs: super::ownership::EndpointRefs,
+    by_block: BTreeMap<IpNetwork, Vec<IpAddr>>,
+    plan: Plan,
+    revision: i64,
+}
+
 /// Who holds an address now, and which endpoints list it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AddressState {
@@ -255,22 +262,12 @@ impl Ipam<'_> {
         local_links: &BTreeSet<String>,
         grace: Duration,
     ) -> Result<Option<Released>> {
-        let (r, revision) = self
-            .ds
-            .read_batch_at(
-                &[
-                    Read::Prefix(keys::ip_pools_prefix()),
-                    Read::Prefix(keys::all_workload_endpoints_prefix()),
-                ],
-                None,
-            )
-            .await?;
-        let pools: Vec<Pool> = r[0].iter().filter_map(Pool::from_entry).collect();
-        let refs = index_endpoints(&r[1]);
-        let by_block = self.group_by_block(ips, &pools, revision).await?;
-        let cidrs: Vec<IpNetwork> = by_block.keys().copied().collect();
-        let mut plan = Plan::new(self.node, "", None, Some(revision));
-        plan.load_blocks(self.ds, &cidrs).await?;
+        let AddressSnapshot {
+            refs,
+            by_block,
+            mut plan,
+            revision,
+        } = self.address_snapshot(ips).await?;
 
         let now = SystemTime::now();
         let mut out = Released::default();
@@ -336,6 +333,34 @@ impl Ipam<'_> {
         }
     }
 
+    /// One snapshot of everything a release by address (or the slow
+    /// address check of isolate) needs: every endpoint by address, the
+    /// addresses grouped by block, and those blocks in a plan.
+    async fn address_snapshot(&self, ips: &[IpAddr]) -> Result<AddressSnapshot> {
+        let (r, revision) = self
+            .ds
+            .read_batch_at(
+                &[
+                    Read::Prefix(keys::ip_pools_prefix()),
+                    Read::Prefix(keys::all_workload_endpoints_prefix()),
+                ],
+                None,
+            )
+            .await?;
+        let pools: Vec<Pool> = r[0].iter().filter_map(Pool::from_entry).collect();
+        let refs = index_endpoints(&r[1]);
+        let by_block = self.group_by_block(ips, &pools, revision).await?;
+        let cidrs: Vec<IpNetwork> = by_block.keys().copied().collect();
+        let mut plan = Plan::new(self.node, "", None, Some(revision));
+        plan.load_blocks(self.ds, &cidrs).await?;
+        Ok(AddressSnapshot {
+            refs,
+            by_block,
+            plan,
+            revision,
+        })
+    }
+
     /// Groups addresses by block: the pool's block size (disabled pools
     /// included); addresses in no pool are found by scanning the blocks.
     async fn group_by_block(
@@ -369,22 +394,12 @@ impl Ipam<'_> {
     /// Who holds each address now and which endpoints list it (isolate
     /// checks the addresses it is given with this). Read-only.
     pub async fn address_states(&self, ips: &[IpAddr]) -> Result<BTreeMap<IpAddr, AddressState>> {
-        let (r, revision) = self
-            .ds
-            .read_batch_at(
-                &[
-                    Read::Prefix(keys::ip_pools_prefix()),
-                    Read::Prefix(keys::all_workload_endpoints_prefix()),
-                ],
-                None,
-            )
-            .await?;
-        let pools: Vec<Pool> = r[0].iter().filter_map(Pool::from_entry).collect();
-        let refs = index_endpoints(&r[1]);
-        let by_block = self.group_by_block(ips, &pools, revision).await?;
-        let cidrs: Vec<IpNetwork> = by_block.keys().copied().collect();
-        let mut plan = Plan::new(self.node, "", None, Some(revision));
-        plan.load_blocks(self.ds, &cidrs).await?;
+        let AddressSnapshot {
+            refs,
+            by_block,
+            mut plan,
+            revision: _,
+        } = self.address_snapshot(ips).await?;
         let mut out = BTreeMap::new();
         for ip in ips {
             let holding = match by_block.iter().find(|(_, v)| v.contains(ip)) {

@@ -395,36 +395,38 @@ impl Etcd {
         self.etcdctl(&["del", key]);
     }
 
+    /// The `/metrics` text of every live member (plain http only).
+    fn metrics_texts(&self) -> Vec<String> {
+        use std::io::{Read, Write};
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| {
+                let addr = m.client_url.trim_start_matches("http://");
+                let mut conn = std::net::TcpStream::connect(addr).expect("etcd metrics");
+                write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+                let mut text = String::new();
+                conn.read_to_string(&mut text).unwrap();
+                text
+            })
+            .collect()
+    }
+
     /// A plain counter of etcd's `/metrics`, summed over the members.
     pub fn metric(&self, name: &str) -> f64 {
-        use std::io::{Read, Write};
-        let mut total = 0.0;
-        for m in self.members.iter().filter(|m| m.child.is_some()) {
-            let addr = m.client_url.trim_start_matches("http://");
-            let mut conn = std::net::TcpStream::connect(addr).expect("etcd metrics");
-            write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-            let mut text = String::new();
-            conn.read_to_string(&mut text).unwrap();
-            total += text
-                .lines()
-                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-                .sum::<f64>();
-        }
-        total
+        self.metrics_texts()
+            .iter()
+            .flat_map(|t| t.lines())
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .sum()
     }
 
     /// etcd's own count of KV calls served so far, by method (`Txn`,
     /// `Range`, `Put`, `DeleteRange`), summed over the members: read from
     /// each member's `/metrics` (plain http only).
     pub fn kv_calls(&self) -> BTreeMap<String, u64> {
-        use std::io::{Read, Write};
         let mut out = BTreeMap::new();
-        for m in self.members.iter().filter(|m| m.child.is_some()) {
-            let addr = m.client_url.trim_start_matches("http://");
-            let mut conn = std::net::TcpStream::connect(addr).expect("etcd metrics");
-            write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-            let mut text = String::new();
-            conn.read_to_string(&mut text).unwrap();
+        for text in self.metrics_texts() {
             for line in text.lines() {
                 let Some(rest) = line.strip_prefix("grpc_server_handled_total{") else {
                     continue;

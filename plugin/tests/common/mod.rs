@@ -2,6 +2,7 @@
 //! Calico documents calico/node would have written.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod consistency;
 pub mod etcd;
 pub mod netns;

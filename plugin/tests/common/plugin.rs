@@ -86,6 +86,11 @@ impl Plugin {
     /// Runs one request and returns the raw process output: for runs that
     /// are killed and answer nothing (fault points).
     pub fn run_raw(&self, req: &Value) -> Output {
+        self.output(req.to_string().as_bytes())
+    }
+
+    /// Runs the plugin with `input` on stdin and waits for it.
+    fn output(&self, input: &[u8]) -> Output {
         let mut child = self
             .command()
             .stdin(Stdio::piped())
@@ -93,11 +98,8 @@ impl Plugin {
             .stderr(Stdio::piped())
             .spawn()
             .expect("plugin starts");
-        let _ = child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(req.to_string().as_bytes());
+        // The plugin may stop reading early (oversized input): ignore EPIPE.
+        let _ = child.stdin.take().unwrap().write_all(input);
         child.wait_with_output().expect("plugin runs")
     }
 
@@ -140,16 +142,7 @@ impl Plugin {
 
     /// Protocol mode: `input` on stdin, the JSON answer parsed.
     pub fn raw(&self, input: &[u8]) -> Reply {
-        let mut child = self
-            .command()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("plugin starts");
-        // The plugin may stop reading early (oversized input): ignore EPIPE.
-        let _ = child.stdin.take().unwrap().write_all(input);
-        let out = child.wait_with_output().expect("plugin runs");
+        let out = self.output(input);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
             panic!(
