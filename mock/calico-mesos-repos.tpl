@@ -1,4 +1,5 @@
-# Shared by el7.cfg, el8.cfg and el9.cfg: adds calico-mesos's dist/rpm and,
+# Shared by el7.cfg, el8.cfg and el9.cfg: adds calico-mesos's dist/rpm (signed:
+# packages and repodata checked against dist/RPM-GPG-KEY-calico-mesos) and,
 # when MESOS_REPO_URL is set, a mesos repository to the chroot's package
 # manager configuration (yum.conf on EL7, dnf.conf later).
 import os
@@ -7,7 +8,9 @@ _repos = """
 name=calico-mesos packages from dist/rpm
 baseurl=file://{dist}
 enabled=1
-gpgcheck=0
+gpgcheck=1
+repo_gpgcheck=1
+gpgkey=file://{dist}/../RPM-GPG-KEY-calico-mesos
 """.format(dist=os.environ['CALICO_MESOS_DIST_RPM'])
 if os.environ.get('MESOS_REPO_URL'):
     _repos += """
