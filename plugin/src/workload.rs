@@ -28,7 +28,7 @@ use crate::endpoint::{
 };
 use crate::ipam::lock::ContainerLock;
 use crate::ipam::lookup::{self, Found};
-use crate::ipam::ownership::index_endpoints;
+use crate::ipam::ownership::{index_endpoints, EndpointRef};
 use crate::ipam::{self, handle_for_uid, ContainerRelease, Ipam};
 use crate::profiles::{self, Profile};
 use crate::protocol::{CleanupArgs, IsolateArgs};
@@ -266,27 +266,16 @@ async fn check_addresses(
     let here = index_endpoints(&view.node_endpoints);
     let mut slow = view.own_handle.is_none();
     for (ip, candidates) in ips.iter().zip(&view.blocks) {
-        if let Some(other) = here
-            .get(ip)
-            .into_iter()
-            .flatten()
-            .find(|r| r.key != own_key)
-        {
-            bail!(
-                "address {ip} is held by container {} (endpoint {})",
-                other.container,
-                other.key
-            );
-        }
+        refuse_other_endpoint(*ip, here.get(ip).map_or(&[][..], Vec::as_slice), own_key)?;
         let (holding, key, rev) = match lookup::find(*ip, candidates) {
             Found::Held {
                 holding,
                 key,
                 mod_revision,
             } => (holding, key, mod_revision),
-            Found::Free => bail!("address {ip} is not allocated: allocate or reserve it first"),
+            Found::Free => return Err(not_allocated(*ip)),
             Found::Corrupt { key, reason } => {
-                bail!("IPAM block {key} is corrupt ({reason}); refusing to use it")
+                return Err(ipam::IpamError::CorruptBlock { key, reason }.into())
             }
             Found::Ambiguous => {
                 slow = true;
@@ -312,15 +301,9 @@ async fn check_addresses(
         let states = ipam.address_states(ips).await?;
         for ip in ips {
             let state = &states[ip];
-            if let Some(other) = state.endpoints.iter().find(|r| r.key != own_key) {
-                bail!(
-                    "address {ip} is held by container {} (endpoint {})",
-                    other.container,
-                    other.key
-                );
-            }
+            refuse_other_endpoint(*ip, &state.endpoints, own_key)?;
             let Some(holding) = &state.holding else {
-                bail!("address {ip} is not allocated: allocate or reserve it first");
+                return Err(not_allocated(*ip));
             };
             owners
                 .handles
@@ -329,6 +312,22 @@ async fn check_addresses(
         }
     }
     Ok(owners)
+}
+
+/// Refuses an address that an endpoint other than ours lists.
+fn refuse_other_endpoint(ip: IpAddr, refs: &[EndpointRef], own_key: &str) -> anyhow::Result<()> {
+    match refs.iter().find(|r| r.key != own_key) {
+        Some(other) => bail!(
+            "address {ip} is held by container {} (endpoint {})",
+            other.container,
+            other.key
+        ),
+        None => Ok(()),
+    }
+}
+
+fn not_allocated(ip: IpAddr) -> anyhow::Error {
+    anyhow::anyhow!("address {ip} is not allocated: allocate or reserve it first")
 }
 
 /// Writes the endpoint together with the profiles it needs, in one

@@ -111,13 +111,6 @@ pub struct Plumbed {
     pub container_mac: String,
 }
 
-/// An existing host end and the host routes through it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostVeth {
-    pub index: u32,
-    pub routes: Vec<IpAddr>,
-}
-
 /// The alias that marks a host end as the one of `container_id`.
 pub fn ownership_mark(container_id: &str) -> String {
     format!("{MARK_PREFIX}{container_id}")
@@ -303,19 +296,8 @@ pub async fn setup(net: &ContainerNetwork) -> Result<Plumbed, DataplaneError> {
     let container = Netns::of_container_pid(net.pid)?;
     let host_ifname = host_veth_name(&net.container_id);
 
-    // Refuse before creating anything.
-    if links::index_of(&host, &host_ifname).await?.is_some() {
-        return Err(DataplaneError::LinkExists(host_ifname));
-    }
-    for ip in net.ips() {
-        if let Some(owner) = routes::route_owner(&host, ip).await? {
-            return Err(DataplaneError::AddressRouted {
-                ip,
-                owner: link_name(&host, owner).await,
-            });
-        }
-    }
-
+    // `probe` checked the name and the routes; a link created since makes
+    // the create fail (EEXIST), a route taken since fails add_host_route.
     links::create_veth(
         &host,
         &host_ifname,
@@ -486,18 +468,6 @@ pub async fn teardown(host_ifname: &str) -> Result<bool, DataplaneError> {
         }
         None => Ok(false),
     }
-}
-
-/// The host end, if it exists, with the host routes through it.
-pub async fn inspect(host_ifname: &str) -> Result<Option<HostVeth>, DataplaneError> {
-    let host = netns::host_netlink()?;
-    let Some(index) = links::index_of(&host, host_ifname).await? else {
-        return Ok(None);
-    };
-    Ok(Some(HostVeth {
-        index,
-        routes: routes::routes_via(&host, index).await?,
-    }))
 }
 
 #[cfg(test)]

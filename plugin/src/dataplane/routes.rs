@@ -104,43 +104,6 @@ pub async fn link_local_v6(
     Ok(None)
 }
 
-/// Single-address routes of the main table: (destination, output link).
-async fn host_routes(handle: &Handle, v6: bool) -> Result<Vec<(IpAddr, u32)>, DataplaneError> {
-    let query = if v6 {
-        RouteMessageBuilder::<Ipv6Addr>::new().build()
-    } else {
-        RouteMessageBuilder::<Ipv4Addr>::new().build()
-    };
-    let mut routes = handle.route().get(query).execute();
-    let mut out = Vec::new();
-    while let Some(msg) = routes
-        .try_next()
-        .await
-        .map_err(|e| DataplaneError::netlink("read routes".into(), e))?
-    {
-        let full = if v6 { 128 } else { 32 };
-        if msg.header.destination_prefix_length != full
-            || table_of(&msg) != RouteHeader::RT_TABLE_MAIN as u32
-        {
-            continue;
-        }
-        let mut dest = None;
-        let mut oif = None;
-        for attr in &msg.attributes {
-            match attr {
-                RouteAttribute::Destination(RouteAddress::Inet(a)) => dest = Some(IpAddr::V4(*a)),
-                RouteAttribute::Destination(RouteAddress::Inet6(a)) => dest = Some(IpAddr::V6(*a)),
-                RouteAttribute::Oif(i) => oif = Some(*i),
-                _ => {}
-            }
-        }
-        if let (Some(d), Some(i)) = (dest, oif) {
-            out.push((d, i));
-        }
-    }
-    Ok(out)
-}
-
 fn table_of(msg: &RouteMessage) -> u32 {
     msg.attributes
         .iter()
@@ -193,21 +156,6 @@ pub async fn route_owner(handle: &Handle, ip: IpAddr) -> Result<Option<u32>, Dat
         _ => None,
     });
     Ok(if dest == Some(ip) { oif } else { None })
-}
-
-/// The /32 and /128 routes that point at link `index`.
-pub async fn routes_via(handle: &Handle, index: u32) -> Result<Vec<IpAddr>, DataplaneError> {
-    let mut out = Vec::new();
-    for v6 in [false, true] {
-        out.extend(
-            host_routes(handle, v6)
-                .await?
-                .into_iter()
-                .filter(|(_, i)| *i == index)
-                .map(|(d, _)| d),
-        );
-    }
-    Ok(out)
 }
 
 /// `<ip>/32 (/128) dev <index> scope link` in the host's main table.

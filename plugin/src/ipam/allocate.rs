@@ -11,8 +11,7 @@ use super::block::{block_cidr_for, host_affinity, AssignError};
 use super::plan::{BlockState, Plan};
 use super::pools::{pool_containing, Pool};
 use super::{
-    attribute, backoff, corrupt_block, family_name, hints, is_retryable, Ipam, IpamError, Result,
-    Snapshot, MAX_ATTEMPTS,
+    attribute, corrupt_block, family_name, hints, retry, Ipam, IpamError, Result, Snapshot,
 };
 use crate::datastore::model::AllocationAttribute;
 use crate::datastore::{keys, Read};
@@ -42,26 +41,14 @@ impl Ipam<'_> {
         let _queued = self.host_lock().await?;
         let attr = attribute(handle_id, self.node);
         let hinted = hints::read(&self.settings.lock_dir, self.node);
-        for attempt in 0..MAX_ATTEMPTS {
-            match self
-                .try_allocate(handle_id, num_v4, num_v6, specific, &attr, &hinted)
-                .await
-            {
-                Ok(Some((ips, room, held))) => {
-                    if room != hinted {
-                        hints::write(&self.settings.lock_dir, self.node, &room);
-                    }
-                    hints::record_handle(&self.settings.lock_dir, self.node, handle_id, &held);
-                    return Ok(ips);
-                }
-                Ok(None) => {}
-                Err(e) if is_retryable(&e) => {}
-                Err(e) => return Err(e),
-            }
-            tracing::debug!(attempt, "IPAM write lost a race; planning again");
-            backoff(attempt).await;
+        let (ips, room, held) =
+            retry(|| self.try_allocate(handle_id, num_v4, num_v6, specific, &attr, &hinted))
+                .await?;
+        if room != hinted {
+            hints::write(&self.settings.lock_dir, self.node, &room);
         }
-        Err(IpamError::Contention(MAX_ATTEMPTS))
+        hints::record_handle(&self.settings.lock_dir, self.node, handle_id, &held);
+        Ok(ips)
     }
 
     /// One attempt; None: it lost a race (or must wait) and is planned

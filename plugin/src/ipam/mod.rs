@@ -219,20 +219,6 @@ impl<'a> Ipam<'a> {
             hinted,
         })
     }
-
-    /// Checks that Calico is ready for this node (ClusterInformation and
-    /// the Node resource), as the CNI plugin does before any work, and
-    /// returns the Node.
-    pub async fn check_ready(&self) -> Result<Node> {
-        let r = self
-            .ds
-            .read_batch(&[
-                Read::Key(keys::cluster_information()),
-                Read::Key(keys::node(self.node)),
-            ])
-            .await?;
-        check_ready(&r[0], &r[1], self.node).map(|n| n.value)
-    }
 }
 
 /// The readiness check of `check_ready` over entries read elsewhere (the
@@ -311,6 +297,25 @@ fn go_style_timestamp() -> String {
         "{} +0000 UTC",
         t.trim_end_matches('Z').replacen('T', " ", 1)
     )
+}
+
+/// Runs `attempt` until it commits (Some), planning again after a lost
+/// race (None) or a compacted snapshot, with libcalico-go's retry budget.
+async fn retry<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    for n in 0..MAX_ATTEMPTS {
+        match attempt().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => tracing::debug!(attempt = n, "IPAM write lost a race; planning again"),
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+        backoff(n).await;
+    }
+    Err(IpamError::Contention(MAX_ATTEMPTS))
 }
 
 /// Whether a failed attempt may simply be planned again.

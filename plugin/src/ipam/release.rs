@@ -12,7 +12,7 @@ use super::block::{block_cidr_for, Holding};
 use super::ownership::{decide, index_endpoints, Decision, EndpointRef, Liveness};
 use super::plan::{BlockState, Plan};
 use super::pools::{pool_containing, Pool};
-use super::{backoff, corrupt_block, hints, is_retryable, Ipam, IpamError, Result, MAX_ATTEMPTS};
+use super::{corrupt_block, hints, retry, Ipam, Result};
 use crate::datastore::model::IpamHandle;
 use crate::datastore::{keys, Read, Versioned};
 use crate::endpoint::{recorded_handles, WorkloadEndpoint};
@@ -64,16 +64,7 @@ impl Ipam<'_> {
         own_handle: &str,
     ) -> Result<ContainerRelease> {
         let _queued = self.host_lock().await?;
-        for attempt in 0..MAX_ATTEMPTS {
-            match self.try_release_container(endpoint_key, own_handle).await {
-                Ok(Some(r)) => return Ok(r),
-                Ok(None) => {}
-                Err(e) if is_retryable(&e) => {}
-                Err(e) => return Err(e),
-            }
-            backoff(attempt).await;
-        }
-        Err(IpamError::Contention(MAX_ATTEMPTS))
+        retry(|| self.try_release_container(endpoint_key, own_handle)).await
     }
 
     async fn try_release_container(
@@ -169,16 +160,7 @@ impl Ipam<'_> {
     /// free succeeds; a corrupt block the handle names is an error.
     pub async fn release_handle(&self, handle_id: &str) -> Result<u64> {
         let _queued = self.host_lock().await?;
-        for attempt in 0..MAX_ATTEMPTS {
-            match self.try_release_handle(handle_id).await {
-                Ok(Some(n)) => return Ok(n),
-                Ok(None) => {}
-                Err(e) if is_retryable(&e) => {}
-                Err(e) => return Err(e),
-            }
-            backoff(attempt).await;
-        }
-        Err(IpamError::Contention(MAX_ATTEMPTS))
+        retry(|| self.try_release_handle(handle_id)).await
     }
 
     async fn try_release_handle(&self, handle_id: &str) -> Result<Option<u64>> {
@@ -244,16 +226,7 @@ impl Ipam<'_> {
         }
         let _queued = self.host_lock().await?;
         let grace = Duration::from_secs(self.settings.release_grace_seconds);
-        for attempt in 0..MAX_ATTEMPTS {
-            match self.try_release_ips(ips, local_links, grace).await {
-                Ok(Some(r)) => return Ok(r),
-                Ok(None) => {}
-                Err(e) if is_retryable(&e) => {}
-                Err(e) => return Err(e),
-            }
-            backoff(attempt).await;
-        }
-        Err(IpamError::Contention(MAX_ATTEMPTS))
+        retry(|| self.try_release_ips(ips, local_links, grace)).await
     }
 
     async fn try_release_ips(

@@ -1,0 +1,65 @@
+//! The etcd round trips of the common operations, counted from etcd's own
+//! metrics (not timed): the block hint, the handle records, isolate's one
+//! snapshot and cleanup's one transaction each remove reads, and a change
+//! that loses one of them shows here.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::netns::can_run;
+use common::Etcd;
+use serde_json::json;
+
+/// KV calls etcd served while `f` ran.
+fn calls(etcd: &Etcd, f: impl FnOnce()) -> u64 {
+    let total = |e: &Etcd| -> u64 { e.kv_calls().values().sum() };
+    let before = total(etcd);
+    f();
+    total(etcd) - before
+}
+
+#[test]
+fn each_operation_takes_one_read_and_one_write() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new(&["agent-1"]);
+    let host = c.host();
+    let p = c.plugin("agent-1", &host);
+    // The first allocate claims a block (it lists the blocks); after it,
+    // the hint names the block with room.
+    p.allocate("warm", 1, 0).ok();
+
+    let mut v4 = Vec::new();
+    let n = calls(&c.etcd, || v4 = p.allocate("ctr", 1, 0).ok().ips("ipv4"));
+    assert_eq!(n, 2, "allocate: snapshot (with the hinted block) + commit");
+
+    let ctr = host.container();
+    let n = calls(&c.etcd, || {
+        p.request(
+            &json!({"command": "isolate", "args": {"hostname": "agent-1",
+            "container_id": "ctr", "pid": ctr.pid, "ipv4_addrs": v4, "netgroups": ["web"]}}),
+        )
+        .ok();
+    });
+    assert_eq!(
+        n, 2,
+        "isolate: one snapshot + one write (profiles and endpoint)"
+    );
+
+    let n = calls(&c.etcd, || {
+        p.request(
+            &json!({"command": "cleanup", "args": {"hostname": "agent-1", "container_id": "ctr"}}),
+        )
+        .ok();
+    });
+    assert_eq!(n, 2, "cleanup: one read + one write (handles and endpoint)");
+
+    let n = calls(&c.etcd, || {
+        p.release_uid("warm").ok();
+    });
+    assert_eq!(
+        n, 2,
+        "release by uid: the handle with its recorded blocks + commit"
+    );
+}
