@@ -113,9 +113,10 @@ fn main() {
     let etcd = Etcd::start();
     etcd.seed_calico(&["bench-1"]);
     let p = Plugin::new(&etcd, "bench-1");
-    p.add_pool("198.18.0.0/22", 26); // 1024 addresses, 16 blocks
-                                     // The release-by-ips rows free addresses no endpoint lists: with no
-                                     // grace period, as an operator's clean-up would.
+    // 1024 addresses, 16 blocks. The release-by-ips rows free addresses
+    // no endpoint lists: with no grace period, as an operator's clean-up
+    // would.
+    p.add_pool("198.18.0.0/22", 26);
     p.set_config("[ipam]\nrelease_grace_seconds = 0\n");
 
     let mut rows = vec![
@@ -133,6 +134,15 @@ fn main() {
         }),
     ];
 
+    // `cargo bench -p calico-mesos -- cycle`: only the container cycle's
+    // rows and the interleaved table, for working on them.
+    if std::env::args().any(|a| a == "cycle") {
+        if can_run() {
+            rows.extend(dataplane_rows(&etcd));
+        }
+        print(&rows);
+        return;
+    }
     let pool_size = 1024;
     let mut in_use = 0;
     for pct in [10, 90] {
@@ -469,14 +479,16 @@ fn cleanup_req(cid: &str) -> serde_json::Value {
 
 /// One container's whole cycle, as Mesos runs it: allocate, isolate; the
 /// container's processes (and so its namespace, and with it the veth) are
-/// gone before cleanup; then release. Returns (cycle, cleanup): the time
-/// spent in the four plugin runs, not the wait for the kernel.
-fn container_cycle(p: &Plugin, host: &SimHost, cid: &str) -> (Duration, Duration) {
+/// gone before cleanup; then release. Returns the time of each of the four
+/// plugin runs, not the wait for the kernel.
+fn container_cycle(p: &Plugin, host: &SimHost, cid: &str) -> CycleSteps {
     let ctr = host.container();
     let t = Instant::now();
     let v4 = p.allocate(cid, 1, 0).ok().ips("ipv4");
+    let allocate = t.elapsed();
+    let t = Instant::now();
     p.request(&isolate_req(cid, ctr.pid, &v4)).ok();
-    let mut cycle = t.elapsed();
+    let isolate = t.elapsed();
     drop(ctr);
     let veth = calico_mesos::dataplane::host_veth_name(cid);
     while host.ns.link(&veth).is_some() {
@@ -485,9 +497,22 @@ fn container_cycle(p: &Plugin, host: &SimHost, cid: &str) -> (Duration, Duration
     let t = Instant::now();
     p.request(&cleanup_req(cid)).ok();
     let cleanup = t.elapsed();
+    let t = Instant::now();
     p.release_uid(cid).ok();
-    cycle += t.elapsed();
-    (cycle, cleanup)
+    let release = t.elapsed();
+    CycleSteps([allocate, isolate, cleanup, release])
+}
+
+/// The four plugin runs of one container's cycle, in order.
+#[derive(Clone, Copy)]
+struct CycleSteps([Duration; 4]);
+
+impl CycleSteps {
+    const NAMES: [&'static str; 4] = ["allocate", "isolate", "cleanup", "release"];
+
+    fn total(&self) -> Duration {
+        self.0.iter().sum()
+    }
 }
 
 fn etcdctl_put(etcd: &Etcd, key: &str) -> Duration {
@@ -527,23 +552,22 @@ fn dataplane_rows(etcd: &Etcd) -> Vec<Row> {
     );
     drop(prepared);
 
-    let (cycle, mesos_cleanup): (Vec<_>, Vec<_>) = (0..RUNS)
+    let cycles: Vec<CycleSteps> = (0..RUNS)
         .map(|i| container_cycle(&p, &host, &format!("cycle-{i}")))
-        .unzip();
-    let mut rows = vec![
-        isolate,
-        cleanup,
-        Row {
-            what: "cleanup as Mesos runs it (namespace gone)".into(),
-            samples: mesos_cleanup,
+        .collect();
+    let mut rows = vec![isolate, cleanup];
+    for (step, name) in CycleSteps::NAMES.iter().enumerate() {
+        rows.push(Row {
+            what: format!("  in the cycle: {name}"),
+            samples: cycles.iter().map(|c| c.0[step]).collect(),
             calls: None,
-        },
-        Row {
-            what: "full cycle: allocate+isolate+cleanup+release".into(),
-            samples: cycle,
-            calls: None,
-        },
-    ];
+        });
+    }
+    rows.push(Row {
+        what: "full cycle: allocate+isolate+cleanup+release".into(),
+        samples: cycles.iter().map(CycleSteps::total).collect(),
+        calls: None,
+    });
     let ptp = CniPtp::new();
     if let Some(ptp) = &ptp {
         rows.extend(ptp.rows(&host));
@@ -581,7 +605,7 @@ fn interleaved(etcd: &Etcd, p: &Plugin, host: &SimHost, ptp: Option<&CniPtp>) {
         for round in 0..ROUNDS {
             let id = format!("il-{rep}-{round}");
             put.push(etcdctl_put(etcd, &format!("/bench/{id}")));
-            cycle.push(container_cycle(p, host, &id).0);
+            cycle.push(container_cycle(p, host, &id).total());
             if let Some(ptp) = ptp {
                 let ctr = host.container();
                 let t = Instant::now();
