@@ -483,24 +483,29 @@ fn cleanup_req(cid: &str) -> serde_json::Value {
 /// plugin runs, not the wait for the kernel.
 fn container_cycle(p: &Plugin, host: &SimHost, cid: &str) -> CycleSteps {
     let ctr = host.container();
-    let t = Instant::now();
-    let v4 = p.allocate(cid, 1, 0).ok().ips("ipv4");
-    let allocate = t.elapsed();
-    let t = Instant::now();
-    p.request(&isolate_req(cid, ctr.pid, &v4)).ok();
-    let isolate = t.elapsed();
+    let (v4, allocate) = timed(|| p.allocate(cid, 1, 0).ok().ips("ipv4"));
+    let ((), isolate) = timed(|| {
+        p.request(&isolate_req(cid, ctr.pid, &v4)).ok();
+    });
     drop(ctr);
     let veth = calico_mesos::dataplane::host_veth_name(cid);
     while host.ns.link(&veth).is_some() {
         std::thread::sleep(Duration::from_millis(2));
     }
-    let t = Instant::now();
-    p.request(&cleanup_req(cid)).ok();
-    let cleanup = t.elapsed();
-    let t = Instant::now();
-    p.release_uid(cid).ok();
-    let release = t.elapsed();
+    let ((), cleanup) = timed(|| {
+        p.request(&cleanup_req(cid)).ok();
+    });
+    let ((), release) = timed(|| {
+        p.release_uid(cid).ok();
+    });
     CycleSteps([allocate, isolate, cleanup, release])
+}
+
+/// What `f` returns, and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let value = f();
+    (value, t.elapsed())
 }
 
 /// The four plugin runs of one container's cycle, in order.
