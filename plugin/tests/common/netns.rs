@@ -225,41 +225,52 @@ pub fn route_via_fabric(host: &SimHost, ip: IpAddr, peer_is_a: bool) {
 /// Relays TCP connections made inside a namespace to 127.0.0.1:port to the
 /// same port on the machine's loopback (where the test etcd listens). The
 /// listening socket is created on a thread that entered the namespace; the
-/// outgoing connections are made from the test's own namespace.
+/// outgoing connections are made from the test's own namespace. accept()
+/// blocks, so a connection is relayed the moment it is made (a polling
+/// accept would add its sleep to every plugin run the benchmark times);
+/// drop wakes it with one last connection from inside.
 struct Forwarder {
+    ns: std::fs::File,
+    port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// `f` on a thread that has entered the network namespace `ns`.
+fn in_netns<T: Send>(ns: &std::fs::File, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 impl Forwarder {
     fn start(ns: &Ns, port: u16) -> Forwarder {
-        let file = std::fs::File::open(format!("/proc/{}/ns/net", ns.pid)).unwrap();
-        let listener = std::thread::scope(|s| {
-            s.spawn(|| {
-                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("setns");
-                TcpListener::bind(("127.0.0.1", port)).expect("bind in the namespace")
-            })
-            .join()
-            .unwrap()
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", ns.pid)).unwrap();
+        let listener = in_netns(&ns, || {
+            TcpListener::bind(("127.0.0.1", port)).expect("bind in the namespace")
         });
-        listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((inside, _)) => {
-                        inside.set_nonblocking(false).unwrap();
-                        if let Ok(outside) = TcpStream::connect(("127.0.0.1", port)) {
-                            pipe(inside, outside);
-                        }
+            for inside in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(inside) = inside {
+                    if let Ok(outside) = TcpStream::connect(("127.0.0.1", port)) {
+                        pipe(inside, outside);
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
         Forwarder {
+            ns,
+            port,
             stop,
             thread: Some(thread),
         }
@@ -290,8 +301,15 @@ fn pipe(a: TcpStream, b: TcpStream) {
 impl Drop for Forwarder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let port = self.port;
+        // The namespace file keeps the listener's namespace alive, so the
+        // wake-up connection reaches it; if it still fails, leave the
+        // thread rather than hang.
+        let woken = in_netns(&self.ns, || TcpStream::connect(("127.0.0.1", port)).is_ok());
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if woken {
+                let _ = t.join();
+            }
         }
     }
 }
