@@ -111,7 +111,7 @@ async fn execute_inner(config: &Config, request: Request) -> anyhow::Result<Resp
             addresses(ips)
         }
         Request::Release(ReleaseArgs::Uid(uid)) => {
-            let freed = ipam.release_handle(&handle_for_uid(&uid)).await?;
+            let freed = ipam.release_uid_handle(&handle_for_uid(&uid)).await?;
             tracing::info!(freed, "released by uid");
             Response::Ok
         }

@@ -55,6 +55,24 @@ fn each_operation_takes_one_read_and_one_write() {
     });
     assert_eq!(n, 2, "cleanup: one read + one write (handles and endpoint)");
 
+    // The module's release by uid right after: cleanup freed the handle
+    // and recorded so; etcd is not asked.
+    let n = calls(&c.etcd, || {
+        p.release_uid("ctr").ok();
+    });
+    assert_eq!(n, 0, "release by uid after this host's cleanup");
+    // The record was consumed, and an allocate under the same uid
+    // replaces it: the next release frees for real.
+    let again = p.allocate("ctr", 1, 0).ok().ips("ipv4");
+    let n = calls(&c.etcd, || {
+        p.release_uid("ctr").ok();
+    });
+    assert_eq!(n, 2, "release by uid after a new allocate for the uid");
+    assert!(
+        c.etcd.get("/calico/ipam/v2/handle/mesos.ctr").is_none(),
+        "the handle of {again:?} is released"
+    );
+
     let n = calls(&c.etcd, || {
         p.release_uid("warm").ok();
     });

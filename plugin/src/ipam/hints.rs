@@ -64,20 +64,59 @@ pub fn record_handle(dir: &Path, node: &str, handle: &str, cidrs: &[IpNetwork]) 
         let _ = std::fs::remove_file(hdir.join(handle));
         return;
     }
+    if make_dir(&hdir) {
+        write_list(&hdir.join(handle), &hdir, &format!(".{handle}.tmp"), cidrs);
+    }
+}
+
+/// Creates the records' directory (root's alone) unless it exists.
+fn make_dir(dir: &Path) -> bool {
     use std::os::unix::fs::DirBuilderExt;
-    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&hdir) {
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            tracing::debug!("cannot create {}: {e}", hdir.display());
-            return;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => true,
+        Err(e) => {
+            tracing::debug!("cannot create {}: {e}", dir.display());
+            false
         }
     }
-    write_list(&hdir.join(handle), &hdir, &format!(".{handle}.tmp"), cidrs);
+}
+
+/// What a handle's record says once this host's cleanup released the
+/// handle in etcd (never a CIDR, so `handle_blocks` reads it as none).
+const RELEASED: &str = "released\n";
+
+/// Records that this host's cleanup released `handle` in etcd: the
+/// release by uid that the module sends right after then needs no round
+/// trip. An allocate for the handle replaces the record with its blocks.
+pub fn record_released(dir: &Path, node: &str, handle: &str) {
+    let hdir = handles_dir(dir, node);
+    if make_dir(&hdir) {
+        write_text(
+            &hdir.join(handle),
+            &hdir,
+            &format!(".{handle}.tmp"),
+            RELEASED,
+        );
+    }
+}
+
+/// Whether this host's cleanup released `handle` and nothing allocated
+/// it since; the record is consumed.
+pub fn take_released(dir: &Path, node: &str, handle: &str) -> bool {
+    let path = handles_dir(dir, node).join(handle);
+    let released = crate::files::read_bounded(&path).is_ok_and(|b| b == RELEASED.as_bytes());
+    released && std::fs::remove_file(&path).is_ok()
 }
 
 /// Writes one CIDR per line to `path` through a temp file and a rename.
 fn write_list(path: &Path, dir: &Path, tmp_name: &str, cidrs: &[IpNetwork]) {
-    let tmp = dir.join(tmp_name);
     let text: String = cidrs.iter().map(|c| format!("{c}\n")).collect();
+    write_text(path, dir, tmp_name, &text);
+}
+
+fn write_text(path: &Path, dir: &Path, tmp_name: &str, text: &str) {
+    let tmp = dir.join(tmp_name);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -111,5 +150,24 @@ mod tests {
             read(dir.path(), "n1"),
             vec!["198.18.0.0/26".parse::<IpNetwork>().unwrap()]
         );
+    }
+
+    #[test]
+    fn a_released_record_is_taken_once_and_an_allocate_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, block) = (dir.path(), "198.18.0.64/26".parse::<IpNetwork>().unwrap());
+        assert!(!take_released(d, "n1", "mesos.a"), "no record");
+        record_released(d, "n1", "mesos.a");
+        assert!(handle_blocks(d, "n1", "mesos.a").is_empty());
+        assert!(take_released(d, "n1", "mesos.a"));
+        assert!(!take_released(d, "n1", "mesos.a"), "consumed");
+
+        record_released(d, "n1", "mesos.b");
+        record_handle(d, "n1", "mesos.b", &[block]);
+        assert!(!take_released(d, "n1", "mesos.b"), "allocated since");
+        assert_eq!(handle_blocks(d, "n1", "mesos.b"), vec![block]);
+        assert!(!take_released(d, "n2", "mesos.a"), "another node's record");
+        std::fs::write(handles_dir(d, "n1").join("mesos.c"), "released\njunk\n").unwrap();
+        assert!(!take_released(d, "n1", "mesos.c"), "not exactly the record");
     }
 }

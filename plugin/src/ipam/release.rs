@@ -147,8 +147,12 @@ impl Ipam<'_> {
         if !self.ds.commit(&batch).await? {
             return Ok(None);
         }
-        for id in handles.keys() {
-            hints::record_handle(dir, self.node, id, &[]);
+        for (id, doc) in &handles {
+            if id == own_handle && doc.is_some() {
+                hints::record_released(dir, self.node, id);
+            } else {
+                hints::record_handle(dir, self.node, id, &[]);
+            }
         }
         Ok(Some(ContainerRelease::Done {
             freed,
@@ -160,6 +164,23 @@ impl Ipam<'_> {
     /// free succeeds; a corrupt block the handle names is an error.
     pub async fn release_handle(&self, handle_id: &str) -> Result<u64> {
         let _queued = self.host_lock().await?;
+        retry(|| self.try_release_handle(handle_id)).await
+    }
+
+    /// The release by uid the module sends right after a cleanup: when
+    /// this host's cleanup released the handle in etcd and nothing
+    /// allocated it since (`hints::take_released`), nothing is left to do
+    /// and etcd is not asked. Otherwise as `release_handle`. gc does not
+    /// come here: it repairs what etcd says, not what this host recorded.
+    pub async fn release_uid_handle(&self, handle_id: &str) -> Result<u64> {
+        let _queued = self.host_lock().await?;
+        if hints::take_released(&self.settings.lock_dir, self.node, handle_id) {
+            tracing::debug!(
+                handle = handle_id,
+                "released by this host's cleanup already"
+            );
+            return Ok(0);
+        }
         retry(|| self.try_release_handle(handle_id)).await
     }
 
