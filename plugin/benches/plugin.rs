@@ -596,8 +596,9 @@ fn dataplane_rows(etcd: &Etcd) -> Vec<Row> {
 /// put` from the machine, one from the simulated agent host, one full
 /// cycle and one CNI ptp ADD+DEL, one after the other; the ratios are of
 /// the medians of each repetition. The goal's put is the one from the
-/// agent host: it starts the way the plugin does there (nsenter, then
-/// etcd through the host's relay), as the ptp pair does too; the put from
+/// agent host: it starts the way the plugin does there (entered into the
+/// host's namespace, etcd through the host's relay), as the ptp pair does
+/// too; the put from
 /// the machine is printed beside it, with the cycle's ratio to it.
 fn interleaved(etcd: &Etcd, p: &Plugin, host: &SimHost, ptp: Option<&CniPtp>) {
     const REPS: usize = 3;

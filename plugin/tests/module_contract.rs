@@ -52,9 +52,7 @@ fn the_module_client_and_the_plugin_agree() {
     let mut run = if can_run() {
         let mut h = SimHost::new();
         h.reach_etcd(&etcd.endpoints());
-        let mut c = Command::new("nsenter");
-        c.args(["-t", &h.ns.pid.to_string(), "-n", "--"])
-            .arg(&driver);
+        let c = common::netns::command_in(h.ns.pid, &driver);
         host = Some(h);
         c
     } else {

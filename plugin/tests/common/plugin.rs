@@ -109,7 +109,7 @@ impl Plugin {
     }
 
     /// Runs the plugin inside the simulated host `pid`, as the agent there
-    /// would (`nsenter -n calico-mesos`).
+    /// would: started from inside that namespace (`netns::command_in`).
     pub fn on_host(mut self, pid: u32) -> Plugin {
         self.netns_pid = Some(pid);
         self
@@ -117,11 +117,7 @@ impl Plugin {
 
     pub fn command(&self) -> Command {
         let mut cmd = match self.netns_pid {
-            Some(pid) => {
-                let mut c = Command::new("nsenter");
-                c.args(["-t", &pid.to_string(), "-n", "--", BIN]);
-                c
-            }
+            Some(pid) => super::netns::command_in(pid, BIN),
             None => Command::new(BIN),
         };
         cmd.env_clear()
