@@ -81,3 +81,23 @@ fn each_operation_takes_one_read_and_one_write() {
         "release by uid: the handle with its recorded blocks + commit"
     );
 }
+
+#[test]
+fn a_host_with_full_blocks_allocates_from_its_hinted_block_in_one_read() {
+    let etcd = Etcd::start();
+    etcd.seed_calico(&["agent-1"]);
+    let p = common::Plugin::new(&etcd, "agent-1");
+    p.add_pool("198.18.0.0/24", 29); // blocks of 8
+    for i in 0..5 {
+        p.allocate(&format!("full-{i}"), 8, 0).ok();
+    }
+    // Five full blocks; a sixth with room, which the hint now names.
+    p.allocate("part", 2, 0).ok();
+    let n = calls(&etcd, || {
+        p.allocate("ctr", 1, 0).ok();
+    });
+    assert_eq!(
+        n, 2,
+        "snapshot (with the hinted block) + commit: the full blocks are not read"
+    );
+}

@@ -20,6 +20,26 @@ use crate::datastore::{keys, Read};
 /// further read fetches four times more).
 const BLOCKS_PER_READ: usize = 4;
 
+/// The batches in which a host's blocks are read: those already read (the
+/// hinted ones, with the snapshot) alone, so trying them costs no round
+/// trip; then the rest in batches of `BLOCKS_PER_READ`, four times larger
+/// each time, so even a host whose every block is full needs few reads.
+fn read_batches(len: usize, preloaded: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = preloaded.min(len);
+    if start > 0 {
+        out.push(0..start);
+    }
+    let mut size = BLOCKS_PER_READ;
+    while start < len {
+        let end = (start + size).min(len);
+        out.push(start..end);
+        start = end;
+        size *= 4;
+    }
+    out
+}
+
 /// The outcome of planning one attempt.
 enum Planned<T> {
     Ready(T),
@@ -175,21 +195,20 @@ impl Ipam<'_> {
             .map(|a| a.cidr)
             .collect();
         let someone_claiming = affinities.iter().any(|a| a.doc.is_pending());
-        // The hinted blocks (already read) first, then the others read
-        // lazily a few per round trip, stopping as soon as there is room:
-        // a host with hundreds of full blocks reads only what it needs.
+        // The hinted blocks (already read) first, then the others lazily,
+        // stopping as soon as there is room: a host with hundreds of full
+        // blocks reads only what it needs.
         let mut mine = mine;
         mine.sort_by_key(|c| !plan.has_block(c));
+        let preloaded = mine.iter().take_while(|c| plan.has_block(c)).count();
 
         let mut got = Vec::with_capacity(n);
         let owner = host_affinity(self.node);
-        let mut start = 0;
-        let mut size = BLOCKS_PER_READ;
-        while start < mine.len() && got.len() < n {
-            // Growing batches: a few reads even when every block is full.
-            let batch = &mine[start..(start + size).min(mine.len())];
-            start += batch.len();
-            size *= 4;
+        for range in read_batches(mine.len(), preloaded) {
+            if got.len() == n {
+                break;
+            }
+            let batch = &mine[range];
             plan.load_blocks(self.ds, batch).await?;
             for cidr in batch {
                 if got.len() == n {
@@ -366,4 +385,18 @@ fn find_free_block<'p>(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_batches;
+
+    #[test]
+    fn hinted_blocks_are_a_batch_of_their_own_then_batches_grow() {
+        assert_eq!(read_batches(0, 0), vec![]);
+        assert_eq!(read_batches(3, 0), vec![0..3]);
+        assert_eq!(read_batches(30, 0), vec![0..4, 4..20, 20..30]);
+        assert_eq!(read_batches(30, 1), vec![0..1, 1..5, 5..21, 21..30]);
+        assert_eq!(read_batches(2, 2), vec![0..2]);
+    }
 }
