@@ -101,3 +101,43 @@ fn a_host_with_full_blocks_allocates_from_its_hinted_block_in_one_read() {
         "snapshot (with the hinted block) + commit: the full blocks are not read"
     );
 }
+
+/// Bytes etcd sent while `f` ran.
+fn sent(etcd: &Etcd, f: impl FnOnce()) -> f64 {
+    let metric = "etcd_network_client_grpc_sent_bytes_total";
+    let before = etcd.metric(metric);
+    f();
+    etcd.metric(metric) - before
+}
+
+#[test]
+fn an_allocate_from_the_hinted_block_reads_none_of_the_hosts_other_affinities() {
+    let etcd = Etcd::start();
+    etcd.seed_calico(&["small", "big"]);
+    etcd.put(
+        "/calico/ipam/v2/config",
+        &json!({"strict_affinity": true, "auto_allocate_blocks": true, "maxBlocksPerHost": 100}),
+    );
+    let small = common::Plugin::new(&etcd, "small");
+    let big = common::Plugin::new(&etcd, "big");
+    small.add_pool("198.18.0.0/22", 29); // 128 blocks of 8
+    for i in 0..40 {
+        big.allocate(&format!("full-{i}"), 8, 0).ok();
+    }
+    // Each host's hint now names a block holding two addresses; "big"
+    // owns 40 more, full ones.
+    small.allocate("part", 2, 0).ok();
+    big.allocate("part", 2, 0).ok();
+    let from_small = sent(&etcd, || {
+        small.allocate("ctr", 1, 0).ok();
+    });
+    let from_big = sent(&etcd, || {
+        big.allocate("ctr", 1, 0).ok();
+    });
+    // 40 affinity keys and values are ~4 KiB; the two requests differ
+    // only in names otherwise.
+    assert!(
+        from_big - from_small < 1024.0,
+        "etcd sent {from_big} bytes for the host with 41 blocks, {from_small} for the one with 1"
+    );
+}

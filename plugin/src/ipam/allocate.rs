@@ -11,7 +11,8 @@ use super::block::{block_cidr_for, host_affinity, AssignError};
 use super::plan::{BlockState, Plan};
 use super::pools::{pool_containing, Pool};
 use super::{
-    attribute, corrupt_block, family_name, hints, retry, Ipam, IpamError, Result, Snapshot,
+    affinity, attribute, corrupt_block, family_name, hints, retry, Affinities, Affinity, Ipam,
+    IpamError, Result, Snapshot,
 };
 use crate::datastore::model::AllocationAttribute;
 use crate::datastore::{keys, Read};
@@ -137,7 +138,8 @@ impl Ipam<'_> {
         for (ip, cidr, pool) in &targets {
             if !plan.has_block(cidr) {
                 // Nobody holds this block yet: claim it for this host.
-                match claimable(snap, cidr) {
+                let all = self.all_affinities(snap).await?;
+                match claimable(all, cidr) {
                     Claimable::Yes(stale) => {
                         plan.claim_block(*cidr, stale, pool.doc.key.clone(), pool.doc.mod_revision)
                     }
@@ -188,22 +190,38 @@ impl Ipam<'_> {
             });
         }
         let in_usable_pool = |c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network()));
-        let affinities = &snap.affinities[usize::from(v6)];
-        let mine: Vec<IpNetwork> = affinities
+        let own_block = |a: &Affinity| a.doc.is_confirmed() && in_usable_pool(&a.cidr);
+        let owner = host_affinity(self.node);
+        let fam = usize::from(v6);
+        let mut got = Vec::with_capacity(n);
+
+        // The hinted blocks, read with the snapshot (and their affinities
+        // in place of all): when they have room, nothing else is read.
+        if snap.all_affinities.get().is_none() {
+            for a in snap.hinted_affinities[fam].iter().filter(|a| own_block(a)) {
+                if got.len() < n && plan.block_affinity(&a.cidr) == Some(owner.as_str()) {
+                    got.extend(self.take(plan, &a.cidr, n - got.len(), snap, attr));
+                }
+            }
+            if got.len() == n {
+                return Ok(Planned::Ready(got));
+            }
+        }
+
+        let all = self.all_affinities(snap).await?;
+        let affinities = &all[fam];
+        let mut mine: Vec<IpNetwork> = affinities
             .iter()
-            .filter(|a| a.doc.is_confirmed() && in_usable_pool(&a.cidr))
+            .filter(|a| own_block(a))
             .map(|a| a.cidr)
             .collect();
         let someone_claiming = affinities.iter().any(|a| a.doc.is_pending());
         // The hinted blocks (already read) first, then the others lazily,
         // stopping as soon as there is room: a host with hundreds of full
         // blocks reads only what it needs.
-        let mut mine = mine;
         mine.sort_by_key(|c| !plan.has_block(c));
         let preloaded = mine.iter().take_while(|c| plan.has_block(c)).count();
 
-        let mut got = Vec::with_capacity(n);
-        let owner = host_affinity(self.node);
         for range in read_batches(mine.len(), preloaded) {
             if got.len() == n {
                 break;
@@ -235,7 +253,8 @@ impl Ipam<'_> {
                     existing = Some(self.block_cidrs(v6, snap.revision).await?);
                 }
                 let taken = existing.as_ref().expect("loaded above");
-                let Some((cidr, pool, stale)) = find_free_block(&pools, taken, plan, snap) else {
+                let Some((cidr, pool, stale)) = find_free_block(&pools, taken, plan, snap, all)
+                else {
                     break;
                 };
                 plan.claim_block(cidr, stale, pool.doc.key.clone(), pool.doc.mod_revision);
@@ -345,8 +364,8 @@ enum Claimable {
     Busy,
 }
 
-fn claimable(snap: &Snapshot, cidr: &IpNetwork) -> Claimable {
-    match snap.affinity(cidr) {
+fn claimable(all: &Affinities, cidr: &IpNetwork) -> Claimable {
+    match affinity(all, cidr) {
         None => Claimable::Yes(None),
         Some(a) if a.doc.is_confirmed() => Claimable::Yes(Some(a.mod_revision)),
         Some(_) => Claimable::Busy,
@@ -360,6 +379,7 @@ fn find_free_block<'p>(
     taken: &BTreeSet<IpNetwork>,
     plan: &Plan,
     snap: &Snapshot,
+    all: &Affinities,
 ) -> Option<(IpNetwork, &'p Pool, Option<i64>)> {
     for pool in pools {
         let count = pool.block_count();
@@ -372,7 +392,7 @@ fn find_free_block<'p>(
             if taken.contains(&cidr) || plan.has_block(&cidr) {
                 continue;
             }
-            let Claimable::Yes(stale) = claimable(snap, &cidr) else {
+            let Claimable::Yes(stale) = claimable(all, &cidr) else {
                 continue;
             };
             let all_reserved = snap

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod pools;
 mod release;
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -118,11 +119,20 @@ struct Snapshot {
     reserved: Vec<IpNetwork>,
     node_labels: BTreeMap<String, String>,
     handle: Option<Versioned<IpamHandle>>,
-    /// This node's affinities per family (index 0: v4, 1: v6).
-    affinities: [Vec<Affinity>; 2],
+    /// This node's affinities per family (index 0: v4, 1: v6), all of
+    /// them: read with the snapshot when there is no hint, else only when
+    /// the hinted blocks are not enough (`Ipam::all_affinities`).
+    all_affinities: OnceCell<Affinities>,
+    /// The affinities of the hinted blocks, read with the snapshot in
+    /// place of all of them: a host with hundreds of blocks allocates from
+    /// the hinted one without reading the others' keys.
+    hinted_affinities: Affinities,
     /// The hinted blocks, read with everything else.
     hinted: Vec<(IpNetwork, RawEntry)>,
 }
+
+/// Affinities per family (index 0: v4, 1: v6).
+type Affinities = [Vec<Affinity>; 2];
 
 impl Snapshot {
     fn is_reserved(&self, ip: IpAddr) -> bool {
@@ -135,12 +145,13 @@ impl Snapshot {
             .filter(|p| p.is_v6() == v6 && p.usable_for_auto(&self.node_labels, settings))
             .collect()
     }
+}
 
-    fn affinity(&self, cidr: &IpNetwork) -> Option<&Affinity> {
-        self.affinities[usize::from(cidr.is_ipv6())]
-            .iter()
-            .find(|a| a.cidr == *cidr)
-    }
+/// This node's affinity for `cidr`, among all of them.
+fn affinity<'s>(all: &'s Affinities, cidr: &IpNetwork) -> Option<&'s Affinity> {
+    all[usize::from(cidr.is_ipv6())]
+        .iter()
+        .find(|a| a.cidr == *cidr)
 }
 
 pub struct Ipam<'a> {
@@ -166,8 +177,9 @@ impl<'a> Ipam<'a> {
         .map_err(IpamError::Lock)
     }
 
-    /// Reads everything an attempt needs, with the `hinted` blocks; fails
-    /// if Calico is not ready.
+    /// Reads everything an attempt needs, with the `hinted` blocks and
+    /// their affinities (all affinities when there is no hint); fails if
+    /// Calico is not ready.
     async fn snapshot(&self, handle_id: Option<&str>, hinted: &[IpNetwork]) -> Result<Snapshot> {
         let mut reads = vec![
             Read::Key(keys::cluster_information()),
@@ -175,17 +187,19 @@ impl<'a> Ipam<'a> {
             Read::Key(keys::ipam_config()),
             Read::Prefix(keys::ip_pools_prefix()),
             Read::Prefix(keys::ip_reservations_prefix()),
-            Read::Prefix(keys::host_affinities_prefix(self.node, false)),
-            Read::Prefix(keys::host_affinities_prefix(self.node, true)),
             Read::Key(keys::handle(handle_id.unwrap_or("-"))),
         ];
+        if hinted.is_empty() {
+            reads.extend(self.affinity_reads());
+        } else {
+            reads.extend(
+                hinted
+                    .iter()
+                    .map(|c| Read::Key(keys::block_affinity(self.node, c))),
+            );
+        }
         reads.extend(hinted.iter().map(|c| Read::Key(keys::block(c))));
         let (r, revision) = self.ds.read_batch_at(&reads, None).await?;
-        let hinted = hinted
-            .iter()
-            .zip(&r[8..])
-            .filter_map(|(c, e)| Some((*c, e.first()?.clone())))
-            .collect();
         let node = check_ready(&r[0], &r[1], self.node)?;
         let config = match r[2].first() {
             Some(e) => e.decode::<IpamConfig>()?.value,
@@ -203,11 +217,29 @@ impl<'a> Ipam<'a> {
                     .filter_map(|c| parse_cidr_or_ip(c)),
             );
         }
-        let affinities = [parse_affinities(&r[5]), parse_affinities(&r[6])];
-        let handle = match (handle_id, r[7].first()) {
+        let handle = match (handle_id, r[5].first()) {
             (Some(_), Some(e)) => Some(e.decode()?),
             _ => None,
         };
+        let all_affinities = OnceCell::new();
+        let mut hinted_affinities: Affinities = Default::default();
+        let blocks_at = if hinted.is_empty() {
+            let _ = all_affinities.set([parse_affinities(&r[6]), parse_affinities(&r[7])]);
+            8
+        } else {
+            for a in r[6..6 + hinted.len()]
+                .iter()
+                .flat_map(|e| parse_affinities(e))
+            {
+                hinted_affinities[usize::from(a.cidr.is_ipv6())].push(a);
+            }
+            6 + hinted.len()
+        };
+        let hinted = hinted
+            .iter()
+            .zip(&r[blocks_at..])
+            .filter_map(|(c, e)| Some((*c, e.first()?.clone())))
+            .collect();
         Ok(Snapshot {
             revision,
             pools,
@@ -215,9 +247,34 @@ impl<'a> Ipam<'a> {
             reserved,
             node_labels: node.value.metadata.labels,
             handle,
-            affinities,
+            all_affinities,
+            hinted_affinities,
             hinted,
         })
+    }
+
+    /// The reads of this node's affinity keys, v4 then v6.
+    fn affinity_reads(&self) -> [Read; 2] {
+        [
+            Read::Prefix(keys::host_affinities_prefix(self.node, false)),
+            Read::Prefix(keys::host_affinities_prefix(self.node, true)),
+        ]
+    }
+
+    /// All of this node's affinities as of the snapshot's revision: read
+    /// now (one round trip, pinned to that revision, so the attempt still
+    /// plans against one consistent view) unless the snapshot has them.
+    async fn all_affinities<'s>(&self, snap: &'s Snapshot) -> Result<&'s Affinities> {
+        if let Some(all) = snap.all_affinities.get() {
+            return Ok(all);
+        }
+        let (r, _) = self
+            .ds
+            .read_batch_at(&self.affinity_reads(), Some(snap.revision))
+            .await?;
+        Ok(snap
+            .all_affinities
+            .get_or_init(|| [parse_affinities(&r[0]), parse_affinities(&r[1])]))
     }
 }
 
