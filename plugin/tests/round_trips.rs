@@ -141,3 +141,28 @@ fn an_allocate_from_the_hinted_block_reads_none_of_the_hosts_other_affinities() 
         "etcd sent {from_big} bytes for the host with 41 blocks, {from_small} for the one with 1"
     );
 }
+
+#[test]
+fn a_borrowing_allocate_lists_the_blocks_once_and_tries_its_hinted_block_first() {
+    let etcd = Etcd::start();
+    etcd.seed_calico(&["owner", "borrower"]);
+    let owner = common::Plugin::new(&etcd, "owner");
+    owner.add_pool("198.18.0.0/24", 26); // 4 blocks
+    for b in 0..4 {
+        owner.reserve(
+            &format!("claim-{b}"),
+            &[&format!("198.18.0.{}", b * 64 + 1)],
+            &[],
+        );
+    }
+    let p = common::Plugin::new(&etcd, "borrower");
+    p.set_config("[ipam]\nborrow = true\n");
+    p.allocate("first", 1, 0).ok();
+    let n = calls(&etcd, || {
+        p.allocate("ctr", 1, 0).ok();
+    });
+    // Snapshot (with the block the last borrow took from), this host's
+    // (no) affinities, the block listing (no block left to claim; the
+    // borrow needs no other), the commit.
+    assert_eq!(n, 4, "a borrowing allocate");
+}

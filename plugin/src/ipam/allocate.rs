@@ -242,8 +242,9 @@ impl Ipam<'_> {
 
         // Claim new blocks while short, from the block listing of the
         // same snapshot.
+        // Every block CIDR of the family, read at most once per attempt.
+        let mut existing: Option<BTreeSet<IpNetwork>> = None;
         if got.len() < n && snap.config.auto_allocate() {
-            let mut existing: Option<BTreeSet<IpNetwork>> = None;
             while got.len() < n {
                 let owned = affinities.len() + plan.claimed_count(v6);
                 if owned as u32 >= snap.config.block_limit() {
@@ -264,7 +265,7 @@ impl Ipam<'_> {
 
         if got.len() < n && self.settings.borrow && !snap.config.strict_affinity {
             got.extend(
-                self.plan_borrow(plan, snap, &pools, n - got.len(), attr)
+                self.plan_borrow(plan, snap, &pools, existing, n - got.len(), attr)
                     .await?,
             );
         }
@@ -303,26 +304,38 @@ impl Ipam<'_> {
         ips
     }
 
-    /// Non-strict fallback: addresses from any block of a usable pool.
+    /// Non-strict fallback: addresses from any block of a usable pool
+    /// (`existing`: the family's block CIDRs, if the attempt read them).
     async fn plan_borrow(
         &self,
         plan: &mut Plan,
         snap: &Snapshot,
         pools: &[&Pool],
+        existing: Option<BTreeSet<IpNetwork>>,
         n: usize,
         attr: &AllocationAttribute,
     ) -> Result<Vec<IpAddr>> {
         let v6 = pools[0].is_v6();
-        let mut others: Vec<IpNetwork> = self
-            .block_cidrs(v6, snap.revision)
-            .await?
+        let existing = match existing {
+            Some(cidrs) => cidrs,
+            None => self.block_cidrs(v6, snap.revision).await?,
+        };
+        let mut others: Vec<IpNetwork> = existing
             .into_iter()
             .filter(|c| pools.iter().any(|p| p.cidr.contains(c.network())))
             .collect();
         fastrand::shuffle(&mut others);
-        // Sampled a few blocks per read, not the whole cluster's blocks.
+        // A hinted block (the one the last borrow took from, read with the
+        // snapshot) first, alone: it costs no read. The others are sampled
+        // a few blocks per read, not the whole cluster's blocks.
+        others.sort_by_key(|c| !plan.has_block(c));
+        let preloaded = others.iter().take_while(|c| plan.has_block(c)).count();
+        let (hinted, rest) = others.split_at(preloaded);
+        let batches = std::iter::once(hinted)
+            .filter(|b| !b.is_empty())
+            .chain(rest.chunks(BLOCKS_PER_READ));
         let mut got = Vec::new();
-        for batch in others.chunks(BLOCKS_PER_READ) {
+        for batch in batches {
             if got.len() == n {
                 break;
             }
