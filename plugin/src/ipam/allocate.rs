@@ -21,13 +21,20 @@ use crate::datastore::{keys, Read};
 /// further read fetches four times more).
 const BLOCKS_PER_READ: usize = 4;
 
-/// The batches in which a host's blocks are read: those already read (the
-/// hinted ones, with the snapshot) alone, so trying them costs no round
-/// trip; then the rest in batches of `BLOCKS_PER_READ`, four times larger
-/// each time, so even a host whose every block is full needs few reads.
-fn read_batches(len: usize, preloaded: usize) -> Vec<std::ops::Range<usize>> {
+/// Orders `cidrs` for reading: those the plan already holds (read with
+/// the snapshot: the hinted blocks) first, as a batch of their own that
+/// costs no round trip; then the rest in batches of `BLOCKS_PER_READ`,
+/// each `grow` times larger than the one before (1: fixed size).
+fn read_batches(cidrs: &mut [IpNetwork], plan: &Plan, grow: usize) -> Vec<std::ops::Range<usize>> {
+    cidrs.sort_by_key(|c| !plan.has_block(c));
+    let held = cidrs.iter().take_while(|c| plan.has_block(c)).count();
+    batch_ranges(cidrs.len(), held, grow)
+}
+
+/// `read_batches` over `len` CIDRs of which the first `held` need no read.
+fn batch_ranges(len: usize, held: usize, grow: usize) -> Vec<std::ops::Range<usize>> {
+    let mut start = held.min(len);
     let mut out = Vec::new();
-    let mut start = preloaded.min(len);
     if start > 0 {
         out.push(0..start);
     }
@@ -36,7 +43,7 @@ fn read_batches(len: usize, preloaded: usize) -> Vec<std::ops::Range<usize>> {
         let end = (start + size).min(len);
         out.push(start..end);
         start = end;
-        size *= 4;
+        size *= grow;
     }
     out
 }
@@ -191,18 +198,18 @@ impl Ipam<'_> {
         }
         let in_usable_pool = |c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network()));
         let own_block = |a: &Affinity| a.doc.is_confirmed() && in_usable_pool(&a.cidr);
-        let owner = host_affinity(self.node);
         let fam = usize::from(v6);
         let mut got = Vec::with_capacity(n);
 
         // The hinted blocks, read with the snapshot (and their affinities
         // in place of all): when they have room, nothing else is read.
         if snap.all_affinities.get().is_none() {
-            for a in snap.hinted_affinities[fam].iter().filter(|a| own_block(a)) {
-                if got.len() < n && plan.block_affinity(&a.cidr) == Some(owner.as_str()) {
-                    got.extend(self.take(plan, &a.cidr, n - got.len(), snap, attr));
-                }
-            }
+            let hinted: Vec<IpNetwork> = snap.hinted_affinities[fam]
+                .iter()
+                .filter(|a| own_block(a))
+                .map(|a| a.cidr)
+                .collect();
+            self.take_from_own(plan, &hinted, n, &mut got, snap, attr);
             if got.len() == n {
                 return Ok(Planned::Ready(got));
             }
@@ -216,33 +223,20 @@ impl Ipam<'_> {
             .map(|a| a.cidr)
             .collect();
         let someone_claiming = affinities.iter().any(|a| a.doc.is_pending());
-        // The hinted blocks (already read) first, then the others lazily,
-        // stopping as soon as there is room: a host with hundreds of full
-        // blocks reads only what it needs.
-        mine.sort_by_key(|c| !plan.has_block(c));
-        let preloaded = mine.iter().take_while(|c| plan.has_block(c)).count();
-
-        for range in read_batches(mine.len(), preloaded) {
+        // Lazily, stopping as soon as there is room: a host with hundreds
+        // of full blocks reads only what it needs.
+        for range in read_batches(&mut mine, plan, 4) {
             if got.len() == n {
                 break;
             }
             let batch = &mine[range];
             plan.load_blocks(self.ds, batch).await?;
-            for cidr in batch {
-                if got.len() == n {
-                    break;
-                }
-                // A stale affinity (no block, or someone else's block) and a
-                // corrupt block are skipped; the latter was logged.
-                if plan.block_affinity(cidr) == Some(owner.as_str()) {
-                    got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
-                }
-            }
+            self.take_from_own(plan, batch, n, &mut got, snap, attr);
         }
 
         // Claim new blocks while short, from the block listing of the
-        // same snapshot.
-        // Every block CIDR of the family, read at most once per attempt.
+        // same snapshot (read at most once per attempt; borrowing uses it
+        // too).
         let mut existing: Option<BTreeSet<IpNetwork>> = None;
         if got.len() < n && snap.config.auto_allocate() {
             while got.len() < n {
@@ -281,6 +275,29 @@ impl Ipam<'_> {
             });
         }
         Ok(Planned::Ready(got))
+    }
+
+    /// Fills `got` up to `n` from those of `cidrs` (already in the plan)
+    /// whose block is this host's; a stale affinity (no block, or someone
+    /// else's block) and a corrupt block are skipped, the latter logged.
+    fn take_from_own(
+        &self,
+        plan: &mut Plan,
+        cidrs: &[IpNetwork],
+        n: usize,
+        got: &mut Vec<IpAddr>,
+        snap: &Snapshot,
+        attr: &AllocationAttribute,
+    ) {
+        let owner = host_affinity(self.node);
+        for cidr in cidrs {
+            if got.len() == n {
+                break;
+            }
+            if plan.block_affinity(cidr) == Some(owner.as_str()) {
+                got.extend(self.take(plan, cidr, n - got.len(), snap, attr));
+            }
+        }
     }
 
     /// Takes up to `n` free, unreserved addresses from a planned block
@@ -325,20 +342,15 @@ impl Ipam<'_> {
             .filter(|c| pools.iter().any(|p| p.cidr.contains(c.network())))
             .collect();
         fastrand::shuffle(&mut others);
-        // A hinted block (the one the last borrow took from, read with the
-        // snapshot) first, alone: it costs no read. The others are sampled
-        // a few blocks per read, not the whole cluster's blocks.
-        others.sort_by_key(|c| !plan.has_block(c));
-        let preloaded = others.iter().take_while(|c| plan.has_block(c)).count();
-        let (hinted, rest) = others.split_at(preloaded);
-        let batches = std::iter::once(hinted)
-            .filter(|b| !b.is_empty())
-            .chain(rest.chunks(BLOCKS_PER_READ));
+        // A hinted block (the one the last borrow took from) first, at no
+        // read; the others sampled a few blocks per read, not the whole
+        // cluster's blocks.
         let mut got = Vec::new();
-        for batch in batches {
+        for range in read_batches(&mut others, plan, 1) {
             if got.len() == n {
                 break;
             }
+            let batch = &others[range];
             plan.load_blocks(self.ds, batch).await?;
             for cidr in batch {
                 if got.len() < n {
@@ -422,14 +434,15 @@ fn find_free_block<'p>(
 
 #[cfg(test)]
 mod tests {
-    use super::read_batches;
+    use super::batch_ranges;
 
     #[test]
     fn hinted_blocks_are_a_batch_of_their_own_then_batches_grow() {
-        assert_eq!(read_batches(0, 0), vec![]);
-        assert_eq!(read_batches(3, 0), vec![0..3]);
-        assert_eq!(read_batches(30, 0), vec![0..4, 4..20, 20..30]);
-        assert_eq!(read_batches(30, 1), vec![0..1, 1..5, 5..21, 21..30]);
-        assert_eq!(read_batches(2, 2), vec![0..2]);
+        assert_eq!(batch_ranges(0, 0, 4), vec![]);
+        assert_eq!(batch_ranges(3, 0, 4), vec![0..3]);
+        assert_eq!(batch_ranges(30, 0, 4), vec![0..4, 4..20, 20..30]);
+        assert_eq!(batch_ranges(30, 1, 4), vec![0..1, 1..5, 5..21, 21..30]);
+        assert_eq!(batch_ranges(2, 2, 4), vec![0..2]);
+        assert_eq!(batch_ranges(10, 1, 1), vec![0..1, 1..5, 5..9, 9..10]);
     }
 }

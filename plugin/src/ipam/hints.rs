@@ -33,11 +33,11 @@ pub fn read(dir: &Path, node: &str) -> Vec<IpNetwork> {
 /// Records `cidrs` as the hint. Called under the host lock; best effort.
 pub fn write(dir: &Path, node: &str, cidrs: &[IpNetwork]) {
     let cidrs = &cidrs[..cidrs.len().min(MAX_HINTS)];
-    write_list(
+    write_text(
         &hint_path(dir, node),
         dir,
         &format!(".blocks.{node}.tmp"),
-        cidrs,
+        &cidr_lines(cidrs),
     );
 }
 
@@ -64,8 +64,13 @@ pub fn record_handle(dir: &Path, node: &str, handle: &str, cidrs: &[IpNetwork]) 
         let _ = std::fs::remove_file(hdir.join(handle));
         return;
     }
-    if make_dir(&hdir) {
-        write_list(&hdir.join(handle), &hdir, &format!(".{handle}.tmp"), cidrs);
+    write_record(&hdir, handle, &cidr_lines(cidrs));
+}
+
+/// Writes `handle`'s record in `hdir` (created if missing).
+fn write_record(hdir: &Path, handle: &str, text: &str) {
+    if make_dir(hdir) {
+        write_text(&hdir.join(handle), hdir, &format!(".{handle}.tmp"), text);
     }
 }
 
@@ -90,15 +95,7 @@ const RELEASED: &str = "released\n";
 /// release by uid that the module sends right after then needs no round
 /// trip. An allocate for the handle replaces the record with its blocks.
 pub fn record_released(dir: &Path, node: &str, handle: &str) {
-    let hdir = handles_dir(dir, node);
-    if make_dir(&hdir) {
-        write_text(
-            &hdir.join(handle),
-            &hdir,
-            &format!(".{handle}.tmp"),
-            RELEASED,
-        );
-    }
+    write_record(&handles_dir(dir, node), handle, RELEASED);
 }
 
 /// Whether this host's cleanup released `handle` and nothing allocated
@@ -109,12 +106,12 @@ pub fn take_released(dir: &Path, node: &str, handle: &str) -> bool {
     released && std::fs::remove_file(&path).is_ok()
 }
 
-/// Writes one CIDR per line to `path` through a temp file and a rename.
-fn write_list(path: &Path, dir: &Path, tmp_name: &str, cidrs: &[IpNetwork]) {
-    let text: String = cidrs.iter().map(|c| format!("{c}\n")).collect();
-    write_text(path, dir, tmp_name, &text);
+/// One CIDR per line, as the hint and the handle records hold them.
+fn cidr_lines(cidrs: &[IpNetwork]) -> String {
+    cidrs.iter().map(|c| format!("{c}\n")).collect()
 }
 
+/// Writes `text` to `path` through a temp file in `dir` and a rename.
 fn write_text(path: &Path, dir: &Path, tmp_name: &str, text: &str) {
     let tmp = dir.join(tmp_name);
     let written = std::fs::OpenOptions::new()

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use calico_mesos::dataplane::Netns;
 use serde_json::Value;
 
 /// `program`, to be started inside the network namespace of `pid` the way
@@ -24,14 +25,13 @@ use serde_json::Value;
 /// ~1.4 ms here, that an agent never pays and the benchmark would bill.)
 pub fn command_in(pid: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
     use std::os::unix::process::CommandExt;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .unwrap_or_else(|e| panic!("network namespace of pid {pid}: {e}"));
+    let ns = Netns::of_pid(pid).unwrap_or_else(|e| panic!("network namespace of pid {pid}: {e}"));
     let mut cmd = Command::new(program);
     // SAFETY: between fork and exec the child only makes the setns
     // syscall on a descriptor the parent holds open (the closure owns it).
     unsafe {
         cmd.pre_exec(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            nix::sched::setns(ns.raw_file().as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(std::io::Error::from)
         });
     }
@@ -249,30 +249,20 @@ pub fn route_via_fabric(host: &SimHost, ip: IpAddr, peer_is_a: bool) {
 /// accept would add its sleep to every plugin run the benchmark times);
 /// drop wakes it with one last connection from inside.
 struct Forwarder {
-    ns: std::fs::File,
+    /// Held open: it keeps the namespace alive for the wake-up.
+    ns: Netns,
     port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// `f` on a thread that has entered the network namespace `ns`.
-fn in_netns<T: Send>(ns: &std::fs::File, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
 impl Forwarder {
     fn start(ns: &Ns, port: u16) -> Forwarder {
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", ns.pid)).unwrap();
-        let listener = in_netns(&ns, || {
-            TcpListener::bind(("127.0.0.1", port)).expect("bind in the namespace")
-        });
+        let ns = Netns::of_pid(ns.pid).expect("the simulated host's namespace");
+        let listener = ns
+            .run(|| Ok(TcpListener::bind(("127.0.0.1", port))))
+            .expect("a thread in the namespace")
+            .expect("bind in the namespace");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -324,7 +314,10 @@ impl Drop for Forwarder {
         // The namespace file keeps the listener's namespace alive, so the
         // wake-up connection reaches it; if it still fails, leave the
         // thread rather than hang.
-        let woken = in_netns(&self.ns, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let woken = self
+            .ns
+            .run(|| Ok(TcpStream::connect(("127.0.0.1", port)).is_ok()))
+            .unwrap_or(false);
         if let Some(t) = self.thread.take() {
             if woken {
                 let _ = t.join();
